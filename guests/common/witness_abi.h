@@ -1,0 +1,75 @@
+/* The contract between a witness guest and the VMM that runs it (x86_64 and arm64).
+ *
+ * Included from assembly (.S, through cpp) and from C++: only #defines here.
+ *
+ * REPORTS (guest -> host). The guest writes text lines, one byte per access, to its console:
+ *   x86_64: port VEX_X86_CONSOLE_PORT (COM1's data register, so QEMU `-serial` shows them too)
+ *   arm64:  byte stores to MMIO address VEX_ARM64_CONSOLE_MMIO
+ * A line is "VEX <KIND> key=value key=value ...\n"; values are lowercase hex with 0x, except
+ * where noted. Every vCPU writes whole lines; the VMM keeps one line buffer per vCPU.
+ * A single '.' outside a line is a heartbeat tick (vCPU 0 only, every heartbeat_ms).
+ *
+ *   VEX BOOT cpu=<n> arch=x86_64|arm64
+ *   VEX READY cpu=<n>                       handlers installed, entering the main loop
+ *   VEX EXC cpu=<n> seq=<n> vec=<v> err=<e> cr2=<a> rip=<a>            (x86_64, every vector)
+ *   VEX MCE cpu=<n> seq=<n> mcg_status=<s> banks=<count of banks with VAL>   (x86_64, after EXC 18)
+ *   VEX MCB cpu=<n> seq=<n> bank=<i> status=<s> addr=<a> misc=<m>      (one per bank with VAL)
+ *   VEX SERROR cpu=<n> seq=<n> esr=<e> elr=<a> spsr=<s> disr=<d>       (arm64, SError taken)
+ *   VEX SYNC cpu=<n> seq=<n> esr=<e> elr=<a> far=<a>                   (arm64, sync exception)
+ *   VEX DISR cpu=<n> seq=<n> disr=<d>       (arm64: DISR_EL1 read after `esb` with SError masked)
+ *   VEX MEMCHECK cpu=<n> seq=<n> pages=<n> bad=<n> first_bad=<page index or 0xffffffff>
+ *   VEX HOLD cpu=<n> vec=<v>                the handler for <v> is now waiting (see hold_mask)
+ *   VEX DONE cpu=<n> cmd=<n>                a command from the control block finished
+ * `seq` counts exceptions taken by that vCPU since boot, all kinds together, starting at 1.
+ *
+ * CONTROL (host -> guest). A control block at guest-physical VEX_CONTROL_GPA that the VMM may
+ * write at any time (the guest only reads it, with plain loads, so a write from the VMM while
+ * the vCPUs run is seen at the next poll). All fields little-endian u64 at the offsets below.
+ * Zero everywhere means "boot, report READY, idle with heartbeat", which is what QEMU gets.
+ */
+#ifndef VEXSTATE_GUESTS_COMMON_WITNESS_ABI_H_
+#define VEXSTATE_GUESTS_COMMON_WITNESS_ABI_H_
+
+#define VEX_X86_CONSOLE_PORT 0x3f8
+#define VEX_ARM64_CONSOLE_MMIO 0x09000000
+
+/* Guest-physical layout shared by both guests. Guest RAM starts at VEX_RAM_BASE
+ * (x86_64: 0; arm64: 0x40000000, like QEMU's virt machine). */
+#define VEX_X86_RAM_BASE 0x0
+#define VEX_ARM64_RAM_BASE 0x40000000
+/* Offset of the control block from the RAM base: 1 page at 64 KiB. */
+#define VEX_CONTROL_OFFSET 0x10000
+/* Offset of the image (x86_64: the Multiboot ELF loads at 1 MiB physical). */
+#define VEX_IMAGE_OFFSET 0x100000
+/* The memory workload's working set starts here (offset from RAM base): 4 MiB. */
+#define VEX_WORKSET_OFFSET 0x400000
+
+/* Control block fields (byte offsets). */
+#define VEX_CTL_MAGIC 0x00         /* the VMM writes VEX_CTL_MAGIC_VALUE; 0 = defaults */
+#define VEX_CTL_HOLD_MASK 0x08     /* bit v set: the handler for vector v (x86) / bit 0 for
+                                    * SError, bit 1 for sync (arm64) reports HOLD, then spins
+                                    * until the bit is cleared, then continues */
+#define VEX_CTL_HEARTBEAT_MS 0x10  /* 0 = no heartbeat */
+#define VEX_CTL_TSC_KHZ 0x18       /* x86: TSC (arm64: CNTFRQ is read by the guest) for pacing */
+#define VEX_CTL_WORKSET_PAGES 0x20 /* 4 KiB pages dirtied by the workload, from VEX_WORKSET_OFFSET */
+#define VEX_CTL_DIRTY_PAGES_PER_SEC 0x28 /* 0 = workload off */
+#define VEX_CTL_COMMAND_SEQ 0x30   /* the guest runs `command` when this changes, then DONE */
+#define VEX_CTL_COMMAND 0x38       /* one of VEX_CMD_* */
+#define VEX_CTL_ARG 0x40           /* command argument */
+#define VEX_CTL_SIZE 0x48
+
+#define VEX_CTL_MAGIC_VALUE 0x5645585354415445 /* "VEXSTATE" */
+
+/* Commands (vCPU 0 executes them unless noted). */
+#define VEX_CMD_NONE 0
+#define VEX_CMD_MEMCHECK 1        /* verify the workload pattern, report MEMCHECK */
+#define VEX_CMD_UNMASK_SERROR 2   /* arm64: msr daifclr, #4 (every vCPU), then mask again after 1 ms */
+#define VEX_CMD_ESB_READ_DISR 3   /* arm64: with SError masked: esb; report DISR; clear DISR */
+#define VEX_CMD_READ_DISR 4       /* arm64: report DISR_EL1 as is (no esb) */
+
+/* The workload pattern: pass k over the working set writes, into the first two u64 of page p,
+ *   w0 = (p << 32) | k   and   w1 = ~w0.
+ * A page the workload has not yet reached holds zeros (pass 0). MEMCHECK knows the cursor, so
+ * it checks each page exactly: p < cursor -> pass k, else pass k-1 (0 = untouched zeros). */
+
+#endif /* VEXSTATE_GUESTS_COMMON_WITNESS_ABI_H_ */
