@@ -5,8 +5,9 @@
  * REPORTS (guest -> host). The guest writes text lines, one byte per access, to its console:
  *   x86_64: port VEX_X86_CONSOLE_PORT (COM1's data register, so QEMU `-serial` shows them too)
  *   arm64:  byte stores to MMIO address VEX_ARM64_CONSOLE_MMIO
- * A line is "VEX <KIND> key=value key=value ...\n"; values are lowercase hex with 0x, except
- * where noted. Every vCPU writes whole lines; the VMM keeps one line buffer per vCPU.
+ * A line is "VEX <KIND> key=value key=value ...\n". Values shown as <n> or <i> (cpu, seq, bank,
+ * pages, bad, cmd) and banks= are decimal; all other values are lowercase hex with 0x. Every
+ * vCPU writes whole lines; the VMM keeps one line buffer per vCPU.
  * A single '.' outside a line is a heartbeat tick (vCPU 0 only, every heartbeat_ms).
  *
  *   VEX BOOT cpu=<n> arch=x86_64|arm64
@@ -21,6 +22,9 @@
  *   VEX HOLD cpu=<n> vec=<v>                the handler for <v> is now waiting (see hold_mask)
  *   VEX DONE cpu=<n> cmd=<n>                a command from the control block finished
  * `seq` counts exceptions taken by that vCPU since boot, all kinds together, starting at 1.
+ * x86_64 #MC with HOLD: the handler holds after its MCE/MCB lines and before it clears the
+ * reported MCi_STATUS and MCG_STATUS, so MCIP stays set while held (another #MC then shuts the
+ * vCPU down, as on hardware).
  *
  * CONTROL (host -> guest). A control block at guest-physical VEX_CONTROL_GPA that the VMM may
  * write at any time (the guest only reads it, with plain loads, so a write from the VMM while
@@ -53,7 +57,9 @@
 #define VEX_CTL_TSC_KHZ 0x18       /* x86: TSC (arm64: CNTFRQ is read by the guest) for pacing */
 #define VEX_CTL_WORKSET_PAGES 0x20 /* 4 KiB pages dirtied by the workload, from VEX_WORKSET_OFFSET */
 #define VEX_CTL_DIRTY_PAGES_PER_SEC 0x28 /* 0 = workload off */
-#define VEX_CTL_COMMAND_SEQ 0x30   /* the guest runs `command` when this changes, then DONE */
+#define VEX_CTL_COMMAND_SEQ 0x30   /* the guest runs `command` when this differs from the last
+                                    * value it ran (initially 0), then DONE. Write COMMAND and
+                                    * ARG first, COMMAND_SEQ last. */
 #define VEX_CTL_COMMAND 0x38       /* one of VEX_CMD_* */
 #define VEX_CTL_ARG 0x40           /* command argument */
 #define VEX_CTL_SIZE 0x48
@@ -70,6 +76,8 @@
 /* The workload pattern: pass k over the working set writes, into the first two u64 of page p,
  *   w0 = (p << 32) | k   and   w1 = ~w0.
  * A page the workload has not yet reached holds zeros (pass 0). MEMCHECK knows the cursor, so
- * it checks each page exactly: p < cursor -> pass k, else pass k-1 (0 = untouched zeros). */
+ * it checks each page exactly: p < cursor -> pass k, else pass k-1 (0 = untouched zeros).
+ * The x86_64 guest latches WORKSET_PAGES the first time it uses a nonzero value (workload start or
+ * MEMCHECK); later changes to it are ignored, so the check never mixes two sizes. */
 
 #endif /* VEXSTATE_GUESTS_COMMON_WITNESS_ABI_H_ */

@@ -4,14 +4,13 @@
 #ifndef VEXSTATE_VMM_KVM_SYSTEM_H_
 #define VEXSTATE_VMM_KVM_SYSTEM_H_
 
-#include <linux/kvm.h>
-
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "vmm/kvm/fd.h"
+#include "vmm/kvm/linux_kvm.h"
 #include "vmm/kvm/vm_fd.h"
 
 namespace vexstate::kvm {

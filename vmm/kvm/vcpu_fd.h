@@ -7,14 +7,13 @@
 #ifndef VEXSTATE_VMM_KVM_VCPU_FD_H_
 #define VEXSTATE_VMM_KVM_VCPU_FD_H_
 
-#include <linux/kvm.h>
-
 #include <cstdint>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "vmm/kvm/fd.h"
+#include "vmm/kvm/linux_kvm.h"
 
 namespace vexstate::kvm {
 

@@ -4,13 +4,12 @@
 #ifndef VEXSTATE_VMM_KVM_VM_FD_H_
 #define VEXSTATE_VMM_KVM_VM_FD_H_
 
-#include <linux/kvm.h>
-
 #include <cstdint>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "vmm/kvm/fd.h"
+#include "vmm/kvm/linux_kvm.h"
 #include "vmm/kvm/vcpu_fd.h"
 
 namespace vexstate::kvm {

@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "vmm/arch/arch_vm.h"
 #include "vmm/arch/x86_64/inject.h"
+#include "vmm/arch/x86_64/mce_decode.h"
 #include "vmm/arch/x86_64/multiboot.h"
 #include "vmm/arch/x86_64/vcpu_state.h"
 
@@ -17,7 +18,6 @@ namespace {
 // Above 4 GiB - 16 MiB, far from RAM and the APIC window (as QEMU and Firecracker do):
 // KVM needs three pages for the real-mode TSS on Intel, and one for the identity map.
 constexpr uint64_t kTssAddr = 0xfffbd000;
-constexpr uint64_t kMcgCapCountMask = 0xff;
 
 class X86ArchVm : public ArchVm {
  public:
@@ -59,7 +59,7 @@ class X86ArchVm : public ArchVm {
 
   absl::Status FinishSetUp(kvm::VmFd& vm, absl::Span<kvm::VcpuFd* const> vcpus) override {
     absl::StatusOr<x86::VcpuStateContext> context =
-        x86::ProbeVcpuStateContext(kvm_, vm, *vcpus[0], mcg_cap() & kMcgCapCountMask);
+        x86::ProbeVcpuStateContext(kvm_, vm, *vcpus[0], mcg_cap() & x86::kMcgCapCountMask);
     if (!context.ok()) return context.status();
     context_ = std::move(*context);
     return absl::OkStatus();
@@ -83,8 +83,8 @@ class X86ArchVm : public ArchVm {
       }
       if (policy.skip_exception_state) continue;
       const v1::X86MachineCheckState& mc = vcpu.exception().x86_64().machine_check();
-      const uint32_t banks_needed = mc.mcg_cap() & kMcgCapCountMask;
-      const uint32_t banks_here = mcg_cap() & kMcgCapCountMask;
+      const uint32_t banks_needed = mc.mcg_cap() & x86::kMcgCapCountMask;
+      const uint32_t banks_here = mcg_cap() & x86::kMcgCapCountMask;
       if (banks_needed > banks_here) {
         bool banks_in_use = false;
         for (const v1::X86MachineCheckBank& bank : mc.banks()) {
@@ -164,7 +164,7 @@ class X86ArchVm : public ArchVm {
   // every capability bit KVM supports (on this host CTL_P and SER_P).
   uint64_t mcg_cap() const {
     uint32_t banks = config_.mce_banks() != 0 ? std::min(config_.mce_banks(), host_.mce_banks()) : host_.mce_banks();
-    return (host_.mce_cap_supported() & ~kMcgCapCountMask) | banks;
+    return (host_.mce_cap_supported() & ~x86::kMcgCapCountMask) | banks;
   }
 
   const kvm::KvmSystem& kvm_;

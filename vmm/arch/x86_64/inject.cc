@@ -9,13 +9,6 @@ namespace vexstate::x86 {
 
 namespace {
 
-constexpr uint32_t kVectorDebug = 1;
-constexpr uint32_t kVectorNmi = 2;
-constexpr uint32_t kVectorPageFault = 14;
-constexpr uint32_t kVectorMachineCheck = 18;
-constexpr uint64_t kMciStatusVal = 1ull << 63;
-constexpr uint64_t kMcgStatusMcip = 1ull << 2;
-constexpr uint64_t kMcgCapCtlP = 1ull << 8;
 constexpr uint64_t kCr4Mce = 1ull << 6;
 
 absl::Status RefuseIfExceptionPending(const kvm_vcpu_events& events, uint32_t vcpu) {
@@ -40,11 +33,11 @@ absl::Status ValidateExceptionRequest(const ExceptionRequest& request) {
   if (v == kVectorNmi) {
     return absl::InvalidArgumentError("vector 2 is the NMI: inject it as an NMI (it has its own blocking rules)");
   }
-  if (v == kVectorMachineCheck) {
+  if (v == kVectorMc) {
     return absl::InvalidArgumentError(
         "vector 18 (#MC) needs machine-check bank state: inject it as a machine check (bank, status, ...)");
   }
-  if (IsReservedException(v)) {
+  if (ExceptionClass(v) == ExceptionType::kReserved) {
     return absl::InvalidArgumentError(absl::StrFormat("vector %u is reserved by the architecture", v));
   }
   if (ExceptionHasErrorCode(v) && !request.error_code.has_value()) {
@@ -55,7 +48,7 @@ absl::Status ValidateExceptionRequest(const ExceptionRequest& request) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "vector %u (%s) has no error code: the guest handler would misread its stack", v, ExceptionMnemonic(v)));
   }
-  if (request.payload.has_value() && v != kVectorPageFault && v != kVectorDebug) {
+  if (request.payload.has_value() && v != kVectorPf && v != kVectorDb) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "vector %u (%s) has no payload: only #PF (CR2) and #DB (DR6) do", v, ExceptionMnemonic(v)));
   }
@@ -123,7 +116,7 @@ absl::Status InjectMachineCheck(kvm::VcpuFd& vcpu, const MachineCheckRequest& re
   std::vector<uint64_t> values;
   if (absl::Status s = vcpu.GetMsrs(indices, &values); !s.ok()) return s;
   const uint64_t mcg_cap = values[0], mcg_status = values[1], mcg_ctl = values[2];
-  const uint32_t bank_count = mcg_cap & 0xff;
+  const uint32_t bank_count = mcg_cap & kMcgCapCountMask;
   if (absl::Status s = ValidateMachineCheckRequest(request, bank_count); !s.ok()) return s;
   std::vector<uint64_t> bank_ctl;
   if (absl::Status s = vcpu.GetMsrs({McCtlMsr(request.bank)}, &bank_ctl); !s.ok()) return s;

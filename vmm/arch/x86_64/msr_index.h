@@ -6,6 +6,9 @@
 
 namespace vexstate::x86 {
 
+inline constexpr uint32_t kMsrIa32Tsc = 0x10;
+inline constexpr uint32_t kMsrIa32TscDeadline = 0x6e0;
+
 inline constexpr uint32_t kMsrMcgCap = 0x179;
 inline constexpr uint32_t kMsrMcgStatus = 0x17a;
 inline constexpr uint32_t kMsrMcgCtl = 0x17b;
