@@ -18,10 +18,15 @@
  *   VEX SERROR cpu=<n> seq=<n> esr=<e> elr=<a> spsr=<s> disr=<d>       (arm64, SError taken)
  *   VEX SYNC cpu=<n> seq=<n> esr=<e> elr=<a> far=<a>                   (arm64, sync exception)
  *   VEX DISR cpu=<n> seq=<n> disr=<d>       (arm64: DISR_EL1 read after `esb` with SError masked)
+ *   VEX UNEXPECTED cpu=<n> seq=<n> vec=<offset from VBAR_EL1> elr=<a>  (arm64: IRQ/FIQ, which
+ *                                           stay masked: a guest or VMM bug if it ever shows)
  *   VEX MEMCHECK cpu=<n> seq=<n> pages=<n> bad=<n> first_bad=<page index or 0xffffffff>
- *   VEX HOLD cpu=<n> vec=<v>                the handler for <v> is now waiting (see hold_mask)
+ *   VEX HOLD cpu=<n> vec=<v>                the handler for <v> is now waiting (see hold_mask;
+ *                                           arm64: <v> is the hold_mask bit, 0x0 SError, 0x1 sync)
  *   VEX DONE cpu=<n> cmd=<n>                a command from the control block finished
  * `seq` counts exceptions taken by that vCPU since boot, all kinds together, starting at 1.
+ * arm64 registers are reported in full (64 bits: ESR_EL1 may carry bits above 31, e.g. ISS2);
+ * disr= is 0 on a CPU without FEAT_RAS, where DISR_EL1 does not exist.
  * x86_64 #MC with HOLD: the handler holds after its MCE/MCB lines and before it clears the
  * reported MCi_STATUS and MCG_STATUS, so MCIP stays set while held (another #MC then shuts the
  * vCPU down, as on hardware).
@@ -29,7 +34,11 @@
  * CONTROL (host -> guest). A control block at guest-physical VEX_CONTROL_GPA that the VMM may
  * write at any time (the guest only reads it, with plain loads, so a write from the VMM while
  * the vCPUs run is seen at the next poll). All fields little-endian u64 at the offsets below.
- * Zero everywhere means "boot, report READY, idle with heartbeat", which is what QEMU gets.
+ * Zero everywhere means "boot, report READY, idle with heartbeat", which is what QEMU gets
+ * (on arm64 `-M virt` QEMU puts its device tree in the first MiB of RAM, over this page; it
+ * reads as zeros there). To issue a command the VMM writes COMMAND (and ARG) first and
+ * COMMAND_SEQ last, with release semantics (a store-release or a barrier before it): the
+ * arm64 guest loads COMMAND_SEQ with acquire semantics and only then reads COMMAND.
  */
 #ifndef VEXSTATE_GUESTS_COMMON_WITNESS_ABI_H_
 #define VEXSTATE_GUESTS_COMMON_WITNESS_ABI_H_
@@ -43,7 +52,9 @@
 #define VEX_ARM64_RAM_BASE 0x40000000
 /* Offset of the control block from the RAM base: 1 page at 64 KiB. */
 #define VEX_CONTROL_OFFSET 0x10000
-/* Offset of the image (x86_64: the Multiboot ELF loads at 1 MiB physical). */
+/* Offset of the image (x86_64: the Multiboot ELF loads at 1 MiB physical; arm64: the flat
+ * witness.bin loads here and every vCPU starts at its first byte, vCPU i with
+ * MPIDR_EL1.Aff0 = i as KVM assigns it). */
 #define VEX_IMAGE_OFFSET 0x100000
 /* The memory workload's working set starts here (offset from RAM base): 4 MiB. */
 #define VEX_WORKSET_OFFSET 0x400000
