@@ -63,12 +63,7 @@ absl::Status Vm::Build() {
       GuestMemory::Create(arch_->ram_base(), config_.memory_bytes(), absl::StrFormat("vexstate-%s", config_.name()));
   if (!memory.ok()) return memory.status();
   memory_.emplace(std::move(*memory));
-  kvm_userspace_memory_region region = {};
-  region.slot = 0;
-  region.guest_phys_addr = memory_->base_gpa();
-  region.memory_size = memory_->size();
-  region.userspace_addr = reinterpret_cast<uint64_t>(memory_->host());
-  if (absl::Status s = vm_fd_->SetUserMemoryRegion(region); !s.ok()) return s;
+  if (absl::Status s = RegisterRam(/*log_dirty=*/false); !s.ok()) return s;
   if (absl::Status s = arch_->SetUpVm(*vm_fd_); !s.ok()) return s;
   for (uint32_t i = 0; i < config_.vcpu_count(); ++i) {
     absl::StatusOr<kvm::VcpuFd> vcpu = vm_fd_->CreateVcpu(i);
@@ -78,6 +73,35 @@ absl::Status Vm::Build() {
     if (absl::Status s = arch_->SetUpVcpu(*vm_fd_, *vcpus_.back()); !s.ok()) return s;
   }
   return arch_->FinishSetUp(*vm_fd_, absl::MakeSpan(vcpu_ptrs_));
+}
+
+absl::Status Vm::RegisterRam(bool log_dirty) {
+  // Re-registering the same slot with other flags is how KVM turns dirty logging on and off
+  // (api.rst, KVM_SET_USER_MEMORY_REGION: "flags" may change for an existing slot).
+  kvm_userspace_memory_region region = {};
+  region.slot = 0;
+  region.flags = log_dirty ? KVM_MEM_LOG_DIRTY_PAGES : 0;
+  region.guest_phys_addr = memory_->base_gpa();
+  region.memory_size = memory_->size();
+  region.userspace_addr = reinterpret_cast<uint64_t>(memory_->host());
+  return vm_fd_->SetUserMemoryRegion(region);
+}
+
+absl::Status Vm::SetDirtyLogging(bool enabled) {
+  absl::MutexLock lock(&mu_);
+  if (enabled == dirty_logging_) return absl::OkStatus();
+  if (absl::Status s = RegisterRam(enabled); !s.ok()) return s;
+  dirty_logging_ = enabled;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint64_t>> Vm::FetchDirtyPages() {
+  absl::MutexLock lock(&mu_);
+  if (!dirty_logging_) return absl::FailedPreconditionError("dirty logging is off: enable it first");
+  const uint64_t pages = memory_->size() / GuestMemory::kPageSize;
+  std::vector<uint64_t> bitmap((pages + 63) / 64, 0);
+  if (absl::Status s = vm_fd_->GetDirtyLog(0, bitmap.data()); !s.ok()) return s;
+  return bitmap;
 }
 
 void Vm::StartThreads(ExitHandler* devices) {

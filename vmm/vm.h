@@ -64,6 +64,13 @@ class Vm {
   absl::Status InjectSError(const SErrorRequest& request);
   absl::Status InjectExternalAbort(const ExternalAbortRequest& request);
 
+  // Dirty-page tracking for live migration (KVM_MEM_LOG_DIRTY_PAGES on the RAM slot).
+  // While enabled, FetchDirtyPages returns the pages written since the previous fetch (or
+  // since enabling) — KVM clears its log on each read — as a bitmap, one bit per 4 KiB page
+  // from the RAM base, 64 pages per word. Usable while running (pre-copy) or paused.
+  absl::Status SetDirtyLogging(bool enabled);
+  absl::StatusOr<std::vector<uint64_t>> FetchDirtyPages();
+
   const v1::VmConfig& config() const { return config_; }
   const v1::HostCapabilities& host() const { return host_; }
   GuestMemory& memory() { return *memory_; }
@@ -80,6 +87,7 @@ class Vm {
   // OK if the VM is paused and `vcpu` exists; else the precise reason.
   absl::Status CheckPausedVcpu(uint32_t vcpu) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PauseLocked(absl::Duration timeout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RegisterRam(bool log_dirty);
 
   kvm::KvmSystem kvm_;
   const v1::HostCapabilities host_;
@@ -92,6 +100,7 @@ class Vm {
   std::vector<std::unique_ptr<VcpuThread>> threads_;
   mutable absl::Mutex mu_;
   bool paused_ ABSL_GUARDED_BY(mu_) = true;
+  bool dirty_logging_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Validates a VmConfig against a host: vCPU count, memory size, arch.
