@@ -122,19 +122,14 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const v1::VmConfig& config, absl:
   return vm;
 }
 
-absl::StatusOr<std::unique_ptr<Vm>> Vm::Restore(const v1::Snapshot& snapshot, const RestorePolicy& policy,
-                                                ExitHandler* devices, RestoreReport* report) {
+absl::Status Vm::CheckSnapshotShape(const v1::Snapshot& snapshot, const v1::HostCapabilities& host) {
   if (snapshot.format() != v1::SNAPSHOT_FORMAT_V1) {
     return absl::FailedPreconditionError(
         absl::StrFormat("snapshot format %d is not one this build reads (it reads up to %d)", snapshot.format(),
                         v1::SnapshotFormat_MAX));
   }
   const v1::VmConfig& config = snapshot.config();
-  absl::StatusOr<kvm::KvmSystem> kvm = kvm::KvmSystem::Open();
-  if (!kvm.ok()) return kvm.status();
-  absl::StatusOr<v1::HostCapabilities> host = ProbeHost(*kvm);
-  if (!host.ok()) return host.status();
-  if (absl::Status s = ValidateVmConfig(config, *host); !s.ok()) return s;
+  if (absl::Status s = ValidateVmConfig(config, host); !s.ok()) return s;
   if (snapshot.vcpus_size() != static_cast<int>(config.vcpu_count())) {
     return absl::DataLossError(absl::StrFormat("snapshot has %d vCPU states for a %u-vCPU VM", snapshot.vcpus_size(),
                                                config.vcpu_count()));
@@ -144,6 +139,79 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Restore(const v1::Snapshot& snapshot, co
       return absl::DataLossError(absl::StrFormat("snapshot vCPU state %d has index %u", i, snapshot.vcpus(i).index()));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status Vm::CheckRestorable(const v1::Snapshot& state, const RestorePolicy& policy, RestoreReport* report) {
+  absl::StatusOr<kvm::KvmSystem> kvm = kvm::KvmSystem::Open();
+  if (!kvm.ok()) return kvm.status();
+  absl::StatusOr<v1::HostCapabilities> host = ProbeHost(*kvm);
+  if (!host.ok()) return host.status();
+  if (absl::Status s = CheckSnapshotShape(state, *host); !s.ok()) return s;
+  std::unique_ptr<ArchVm> arch = CreateArchVm(*kvm, *host, state.config());
+  RestoreReport local;
+  if (absl::Status s = arch->CheckRestorable(state, policy, &local); !s.ok()) return s;
+  if (report != nullptr) *report = std::move(local);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Vm>> Vm::CreateIncoming(const v1::VmConfig& config, ExitHandler* devices) {
+  absl::StatusOr<kvm::KvmSystem> kvm = kvm::KvmSystem::Open();
+  if (!kvm.ok()) return kvm.status();
+  absl::StatusOr<v1::HostCapabilities> host = ProbeHost(*kvm);
+  if (!host.ok()) return host.status();
+  if (absl::Status s = ValidateVmConfig(config, *host); !s.ok()) return s;
+  std::unique_ptr<Vm> vm(new Vm(std::move(*kvm), *host, config));
+  if (absl::Status s = vm->Build(); !s.ok()) return s;
+  vm->StartThreads(devices);
+  return vm;
+}
+
+absl::Status Vm::RestoreStateLocked(const v1::Snapshot& state, const RestorePolicy& policy) {
+  // Restore order: memory (already in place), VM-wide devices, every vCPU's registers, then
+  // every vCPU's exception state. Events go last because KVM computes them against the
+  // registers (x86: events set before SREGS/REGS are dropped; QEMU target/arm/kvm.c puts
+  // events after registers for the same reason on arm64).
+  if (absl::Status s = arch_->RestoreVm(*vm_fd_, state.vm()); !s.ok()) return s;
+  for (const v1::VcpuState& vcpu : state.vcpus()) {
+    if (absl::Status s = arch_->RestoreVcpuRegisters(*vcpus_[vcpu.index()], vcpu); !s.ok()) return s;
+  }
+  if (policy.skip_exception_state) return absl::OkStatus();
+  for (const v1::VcpuState& vcpu : state.vcpus()) {
+    absl::Status s = arch_->RestoreExceptionState(*vcpus_[vcpu.index()], vcpu.exception(), policy);
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Vm::RestoreState(const v1::Snapshot& state, const RestorePolicy& policy, RestoreReport* report) {
+  absl::MutexLock lock(&mu_);
+  if (!paused_ || ever_ran_) {
+    return absl::FailedPreconditionError("RestoreState needs a VM made by CreateIncoming that has never run");
+  }
+  if (absl::Status s = CheckSnapshotShape(state, host_); !s.ok()) return s;
+  if (state.config().vcpu_count() != config_.vcpu_count() || state.config().memory_bytes() != config_.memory_bytes() ||
+      state.config().arch() != config_.arch()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "state is for a %u-vCPU %u-byte %s VM; this VM has %u vCPUs and %u bytes (%s)", state.config().vcpu_count(),
+        state.config().memory_bytes(), v1::Arch_Name(state.config().arch()), config_.vcpu_count(),
+        config_.memory_bytes(), v1::Arch_Name(config_.arch())));
+  }
+  RestoreReport local;
+  if (absl::Status s = arch_->CheckRestorable(state, policy, &local); !s.ok()) return s;
+  if (absl::Status s = RestoreStateLocked(state, policy); !s.ok()) return s;
+  if (report != nullptr) *report = std::move(local);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Vm>> Vm::Restore(const v1::Snapshot& snapshot, const RestorePolicy& policy,
+                                                ExitHandler* devices, RestoreReport* report) {
+  absl::StatusOr<kvm::KvmSystem> kvm = kvm::KvmSystem::Open();
+  if (!kvm.ok()) return kvm.status();
+  absl::StatusOr<v1::HostCapabilities> host = ProbeHost(*kvm);
+  if (!host.ok()) return host.status();
+  if (absl::Status s = CheckSnapshotShape(snapshot, *host); !s.ok()) return s;
+  const v1::VmConfig& config = snapshot.config();
   std::unique_ptr<Vm> vm(new Vm(std::move(*kvm), *host, config));
   RestoreReport local_report;
   if (absl::Status s = vm->arch_->CheckRestorable(snapshot, policy, &local_report); !s.ok()) return s;
@@ -157,25 +225,15 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Restore(const v1::Snapshot& snapshot, co
     }
   }
   if (absl::Status s = vm->Build(); !s.ok()) return s;
-  // Restore order: memory, VM-wide devices, every vCPU's registers, then every vCPU's
-  // exception state. Events go last because KVM computes them against the registers
-  // (x86: events set before SREGS/REGS are dropped; QEMU target/arm/kvm.c puts events
-  // after registers for the same reason on arm64).
   for (const v1::MemoryChunk& chunk : snapshot.memory()) {
     const auto* bytes = reinterpret_cast<const uint8_t*>(chunk.data().data());
     if (absl::Status s = vm->memory_->Write(chunk.gpa(), absl::MakeConstSpan(bytes, chunk.data().size())); !s.ok()) {
       return s;
     }
   }
-  if (absl::Status s = vm->arch_->RestoreVm(*vm->vm_fd_, snapshot.vm()); !s.ok()) return s;
-  for (const v1::VcpuState& state : snapshot.vcpus()) {
-    if (absl::Status s = vm->arch_->RestoreVcpuRegisters(*vm->vcpus_[state.index()], state); !s.ok()) return s;
-  }
-  if (!policy.skip_exception_state) {
-    for (const v1::VcpuState& state : snapshot.vcpus()) {
-      absl::Status s = vm->arch_->RestoreExceptionState(*vm->vcpus_[state.index()], state.exception(), policy);
-      if (!s.ok()) return s;
-    }
+  {
+    absl::MutexLock lock(&vm->mu_);
+    if (absl::Status s = vm->RestoreStateLocked(snapshot, policy); !s.ok()) return s;
   }
   vm->StartThreads(devices);
   if (report != nullptr) *report = std::move(local_report);
@@ -191,6 +249,7 @@ absl::Status Vm::Resume() {
   absl::MutexLock lock(&mu_);
   for (auto& thread : threads_) thread->Resume();
   paused_ = false;
+  ever_ran_ = true;
   return absl::OkStatus();
 }
 

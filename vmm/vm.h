@@ -47,6 +47,17 @@ class Vm {
   // created if the snapshot cannot be restored here under `policy`).
   static absl::StatusOr<std::unique_ptr<Vm>> Restore(const v1::Snapshot& snapshot, const RestorePolicy& policy,
                                                      ExitHandler* devices, RestoreReport* report = nullptr);
+  // An empty VM for an incoming migration: KVM VM, memory (all zero) and vCPUs exist, no
+  // guest is loaded, the vCPUs are parked. The caller writes memory (memory()), then calls
+  // RestoreState once; only then may it Resume().
+  static absl::StatusOr<std::unique_ptr<Vm>> CreateIncoming(const v1::VmConfig& config, ExitHandler* devices);
+  // Checks, without changing anything, that `state` could be restored here.
+  static absl::Status CheckRestorable(const v1::Snapshot& state, const RestorePolicy& policy,
+                                      RestoreReport* report = nullptr);
+  // Restores VM devices, every vCPU's registers, then every vCPU's exception state, from a
+  // snapshot whose memory is ignored (it is already in place). The VM must be paused and
+  // never have run since CreateIncoming.
+  absl::Status RestoreState(const v1::Snapshot& state, const RestorePolicy& policy, RestoreReport* report = nullptr);
   ~Vm();
 
   absl::Status Resume();
@@ -88,6 +99,11 @@ class Vm {
   absl::Status CheckPausedVcpu(uint32_t vcpu) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PauseLocked(absl::Duration timeout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RegisterRam(bool log_dirty);
+  // Validates a snapshot's shape against this build and `host` (format, vCPU list, memory
+  // chunk ranges); DATA_LOSS / FAILED_PRECONDITION with the precise reason.
+  static absl::Status CheckSnapshotShape(const v1::Snapshot& snapshot, const v1::HostCapabilities& host);
+  absl::Status RestoreStateLocked(const v1::Snapshot& state, const RestorePolicy& policy)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   kvm::KvmSystem kvm_;
   const v1::HostCapabilities host_;
@@ -101,6 +117,7 @@ class Vm {
   mutable absl::Mutex mu_;
   bool paused_ ABSL_GUARDED_BY(mu_) = true;
   bool dirty_logging_ ABSL_GUARDED_BY(mu_) = false;
+  bool ever_ran_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Validates a VmConfig against a host: vCPU count, memory size, arch.
