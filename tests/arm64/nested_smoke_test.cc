@@ -3,7 +3,7 @@
 // (vmm/arch/arm64 owns the real wrappers).
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/kvm.h>
+#include "vmm/kvm/linux_kvm.h"
 #include <sys/ioctl.h>
 #include <unistd.h>
 

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
 namespace vexstate::kvm {
@@ -27,6 +28,7 @@ const char* ErrnoName(int err) {
     case ENOTTY: return "ENOTTY";
     case EOPNOTSUPP: return "EOPNOTSUPP";
     case EIO: return "EIO";
+    case ENOEXEC: return "ENOEXEC";
     default: return "errno";
   }
 }
@@ -47,6 +49,10 @@ absl::Status ErrnoStatus(int err, std::string_view what) {
     case EBUSY:
     case EEXIST:
       return absl::FailedPreconditionError(message);
+    case ENOEXEC:
+      // arm64 KVM's answer to a vCPU ioctl (ONE_REG, events, KVM_RUN) issued before
+      // KVM_ARM_VCPU_INIT (arch/arm64/kvm/arm.c); seen on Linux 6.1.
+      return absl::FailedPreconditionError(absl::StrCat(message, ": the vCPU is not initialised (KVM_ARM_VCPU_INIT)"));
     case EINTR:
     case EAGAIN:
       return absl::UnavailableError(message);

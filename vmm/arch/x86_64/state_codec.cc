@@ -44,8 +44,7 @@ absl::Status OutOfRange(absl::string_view field, uint64_t value, uint64_t max) {
       absl::StrFormat("%s: %u is out of range [0, %u]", field, value, max));
 }
 
-// ----------------------------------------------------------------------------
-// registers
+// ---------- registers
 
 void EncodeSegment(const kvm_segment& in, v1::X86Segment* out) {
   out->set_base(in.base);
@@ -375,46 +374,52 @@ absl::Status DecodeDebugRegs(const v1::X86VcpuState& in, kvm_debugregs* out) {
   return absl::OkStatus();
 }
 
-// ----------------------------------------------------------------------------
-// exception state
+// ---------- exception state
 
-// Index of `msr` in the parallel vectors, or -1.
-int Find(const std::vector<uint32_t>& indices, uint32_t msr) {
-  auto it = std::find(indices.begin(), indices.end(), msr);
-  return it == indices.end() ? -1 : static_cast<int>(it - indices.begin());
-}
+// The architectural maximum: MCG_CAP[7:0], and the MCi MSRs end at 0x47f.
+constexpr uint32_t kMaxBanks = 32;
 
+// One pass over the (index, value) pairs; any order, any subset.
 void EncodeMachineCheck(const KvmExceptionState& in,
                         v1::X86ExceptionState* out) {
-  const std::vector<uint32_t>& idx = in.mce_indices;
-  const size_t n = std::min(idx.size(), in.mce_values.size());
-  auto value_of = [&](uint32_t msr, uint64_t* value) {
-    int i = Find(idx, msr);
-    if (i < 0 || static_cast<size_t>(i) >= n) return false;
-    *value = in.mce_values[i];
-    return true;
+  struct Field {
+    bool present = false;
+    uint64_t value = 0;
   };
-  uint64_t mcg_cap;
-  if (!value_of(kMsrMcgCap, &mcg_cap)) return;
+  Field cap, status, ctl, ext_ctl;
+  Field banks[kMaxBanks][4];  // CTL, STATUS, ADDR, MISC
+  const size_t n = std::min(in.mce_indices.size(), in.mce_values.size());
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t msr = in.mce_indices[i];
+    Field* field = nullptr;
+    if (msr == kMsrMcgCap) field = &cap;
+    if (msr == kMsrMcgStatus) field = &status;
+    if (msr == kMsrMcgCtl) field = &ctl;
+    if (msr == kMsrMcgExtCtl) field = &ext_ctl;
+    if (msr >= kMsrMc0Ctl && msr < kMsrMc0Ctl + 4 * kMaxBanks) {
+      field = &banks[(msr - kMsrMc0Ctl) / 4][(msr - kMsrMc0Ctl) % 4];
+    }
+    if (field != nullptr) *field = {true, in.mce_values[i]};
+  }
+  if (!cap.present) return;
   v1::X86MachineCheckState* mc = out->mutable_machine_check();
-  mc->set_mcg_cap(mcg_cap);
-  uint64_t v;
-  if (value_of(kMsrMcgStatus, &v)) mc->set_mcg_status(v);
-  if (value_of(kMsrMcgCtl, &v)) mc->set_mcg_ctl(v);
-  if (value_of(kMsrMcgExtCtl, &v)) mc->set_mcg_ext_ctl(v);
-  const uint32_t banks = mcg_cap & kMcgCapCountMask;
-  for (uint32_t b = 0; b < banks; ++b) {
-    uint64_t ctl, status, addr, misc;
-    if (!value_of(McCtlMsr(b), &ctl) || !value_of(McStatusMsr(b), &status) ||
-        !value_of(McAddrMsr(b), &addr) || !value_of(McMiscMsr(b), &misc)) {
+  mc->set_mcg_cap(cap.value);
+  if (status.present) mc->set_mcg_status(status.value);
+  if (ctl.present) mc->set_mcg_ctl(ctl.value);
+  if (ext_ctl.present) mc->set_mcg_ext_ctl(ext_ctl.value);
+  const uint32_t count =
+      std::min<uint32_t>(cap.value & kMcgCapCountMask, kMaxBanks);
+  for (uint32_t b = 0; b < count; ++b) {
+    const Field* f = banks[b];
+    if (!f[0].present || !f[1].present || !f[2].present || !f[3].present) {
       continue;
     }
     v1::X86MachineCheckBank* bank = mc->add_banks();
     bank->set_index(b);
-    bank->set_ctl(ctl);
-    bank->set_status(status);
-    bank->set_addr(addr);
-    bank->set_misc(misc);
+    bank->set_ctl(f[0].value);
+    bank->set_status(f[1].value);
+    bank->set_addr(f[2].value);
+    bank->set_misc(f[3].value);
   }
 }
 
@@ -431,7 +436,8 @@ absl::Status DecodeMachineCheck(const v1::X86MachineCheckState& mc,
         target.mcg_cap & kMcgCapCountMask));
   }
   const uint64_t cap = target.mcg_cap;
-  const uint32_t bank_count = cap & kMcgCapCountMask;
+  const uint32_t bank_count =
+      std::min<uint32_t>(cap & kMcgCapCountMask, kMaxBanks);
   indices->clear();
   values->clear();
   auto add = [&](uint32_t msr, uint64_t value) {
@@ -600,8 +606,7 @@ std::string Blob(const T& value) {
 
 }  // namespace
 
-// ----------------------------------------------------------------------------
-// public
+// ---------- public
 
 void EncodeVcpuRegisters(const KvmVcpuRegisters& in, v1::X86VcpuState* out) {
   EncodeRegs(in.regs, out);
@@ -667,7 +672,8 @@ std::vector<uint32_t> MachineCheckMsrIndices(uint64_t mcg_cap) {
   std::vector<uint32_t> out = {kMsrMcgCap, kMsrMcgStatus};
   if (mcg_cap & kMcgCapCtlP) out.push_back(kMsrMcgCtl);
   if (mcg_cap & kMcgCapLmceP) out.push_back(kMsrMcgExtCtl);
-  const uint32_t banks = mcg_cap & kMcgCapCountMask;
+  const uint32_t banks =
+      std::min<uint32_t>(mcg_cap & kMcgCapCountMask, kMaxBanks);
   for (uint32_t b = 0; b < banks; ++b) {
     out.push_back(McCtlMsr(b));
     out.push_back(McStatusMsr(b));

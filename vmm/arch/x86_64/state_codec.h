@@ -3,31 +3,27 @@
 //
 // Contract:
 //  - No ioctls and no global state: every function is a pure function of its
-//  arguments and
-//    may be called from any thread. vcpu_state.h issues the ioctls.
+//    arguments and may be called from any thread. vcpu_state.h issues the
+//    ioctls.
 //  - Encode* cannot fail: it records what KVM returned. Where KVM reports stale
-//  values that
-//    are not state (the vector of an exception delivered long ago, a payload
-//    KVM already applied) the encoder normalises them to the proto3 zero value,
-//    which the schema defines as "nothing pending" (documented at each
-//    encoder).
+//    values that are not state (the vector of an exception delivered long ago,
+//    a payload KVM already applied) the encoder normalises them to the proto3
+//    zero value, which the schema defines as "nothing pending" (documented at
+//    each encoder).
 //  - Decode* checks everything that can be checked without KVM, and returns
-//  either a complete
-//    KVM-side value or an error, never half of one:
-//      INVALID_ARGUMENT    the input is malformed or violates a rule KVM or the
-//      architecture
-//                          enforces; the message names the proto field
-//                          ("x86_64.cs.dpl: 4 is out of range [0, 3]");
-//      FAILED_PRECONDITION the input is well formed but this destination cannot
-//      hold it (an
-//                          MSR it does not save, another MCG_CAP, SMM without
-//                          SMM support).
-//    Callers decode everything first and issue SET ioctls only when all decodes
-//    succeeded.
+//    either a complete KVM-side value or an error, never half of one:
+//      INVALID_ARGUMENT     the input is malformed or violates a rule KVM or
+//                           the architecture enforces; the message names the
+//                           proto field ("x86_64.cs.dpl: 4 is out of range
+//                           [0, 3]");
+//      FAILED_PRECONDITION  the input is well formed but this destination
+//                           cannot hold it (an MSR it does not save, another
+//                           MCG_CAP, SMM without SMM support).
+//    Callers decode everything first and issue SET ioctls only when all
+//    decodes succeeded.
 //  - Blobs are used only where the proto says so: the XSAVE area and the LAPIC
-//  page
-//    (architectural layouts) and the PIC/IOAPIC/PIT structs (KVM's stable ABI,
-//    host-endian, i.e. little-endian on x86_64).
+//    page (architectural layouts) and the PIC/IOAPIC/PIT structs (KVM's stable
+//    ABI, host-endian, i.e. little-endian on x86_64).
 #ifndef VEXSTATE_VMM_ARCH_X86_64_STATE_CODEC_H_
 #define VEXSTATE_VMM_ARCH_X86_64_STATE_CODEC_H_
 
@@ -40,12 +36,12 @@
 #include "absl/types/span.h"
 #include "vexstate/v1/exception_state.pb.h"
 #include "vexstate/v1/vcpu_state.pb.h"
+#include "vmm/arch/x86_64/mce_decode.h"
 #include "vmm/kvm/linux_kvm.h"
 
 namespace vexstate::x86 {
 
-// -----------------------------------------------------------------------------
-// registers
+// ---------- registers
 
 // One vCPU's register state (everything but the exception state and the MP
 // state) in the structs the KVM GET/SET ioctls take.
@@ -90,18 +86,15 @@ absl::StatusOr<KvmVcpuRegisters> DecodeVcpuRegisters(
 // SIPI_RECEIVED and AP_RESET_HOLD on x86; anything else is INVALID_ARGUMENT.
 absl::Status ValidateMpState(uint32_t mp_state);
 
-// -----------------------------------------------------------------------------
-// exception state
+// ---------- exception state
 
-// IA32_MCG_CAP fields (Intel SDM Vol 3B 16.3.1.1).
-inline constexpr uint64_t kMcgCapCountMask = 0xff;
-inline constexpr uint64_t kMcgCapCtlP = 1ull << 8;
-inline constexpr uint64_t kMcgCapLmceP = 1ull << 27;
+// IA32_MCG_CAP fields: kMcgCapCountMask, kMcgCapCtlP, kMcgCapLmceP in mce_decode.h.
 
 // The machine-check MSRs of a vCPU whose MCG_CAP is `mcg_cap`, in the order
 // capture reads them (one KVM_GET_MSRS): MCG_CAP, MCG_STATUS, MCG_CTL (if
 // CTL_P), MCG_EXT_CTL (if LMCE_P), then MCi_CTL, MCi_STATUS, MCi_ADDR, MCi_MISC
-// for every bank i < MCG_CAP[7:0].
+// for every bank i < MCG_CAP[7:0], at most 32 (the MCi MSRs end at 0x47f; 0x480
+// starts the VMX capability MSRs).
 std::vector<uint32_t> MachineCheckMsrIndices(uint64_t mcg_cap);
 
 // One vCPU's exception state in KVM's terms.
@@ -120,11 +113,13 @@ struct KvmExceptionState {
 // injected or pending; payload only while it is pending (KVM applies it to
 // CR2/DR6 when the exception is injected and keeps a stale copy); interrupt
 // vector/soft only while injected; fields whose KVM_VCPUEVENT_VALID_* flag is
-// clear are zero. has_sipi_vector is set when KVM reports a non-zero SIPI
-// vector (KVM returns it without a flag; 0 is the reset value, so a zero vector
-// needs no restore). A machine_check message is present iff `mce_indices` holds
-// MCG_CAP; it has one bank entry per bank of MCG_CAP[7:0] whose four MSRs were
-// given.
+// clear are zero. has_sipi_vector is set only if KVM reports a SIPI vector
+// (KVM_VCPUEVENT_VALID_SIPI_VECTOR or non-zero): KVM_GET_VCPU_EVENTS never does
+// (x86.c zeroes it, "never valid when reporting to user space"), and needs not,
+// because KVM_GET_MP_STATE, read first by CaptureVcpu, delivers a latched SIPI.
+// The field exists for exception states built by hand. A machine_check message
+// is present iff `mce_indices` holds MCG_CAP; it has one bank entry per bank of
+// MCG_CAP[7:0] whose four MSRs were given.
 v1::X86ExceptionState EncodeExceptionState(const KvmExceptionState& in);
 
 // What the destination vCPU can hold.
@@ -139,30 +134,27 @@ struct ExceptionTarget {
 // sets:
 //   NMI_PENDING, SHADOW  always (the proto carries both fields in full);
 //   PAYLOAD              always: vexstate VMs enable KVM_CAP_EXCEPTION_PAYLOAD
-//   (precondition;
-//                        ProbeVcpuStateContext checks it), without which KVM
-//                        cannot hold a pending exception apart from an injected
-//                        one;
+//                        (a precondition ProbeVcpuStateContext checks), without
+//                        which KVM cannot hold a pending exception apart from
+//                        an injected one;
 //   SIPI_VECTOR          only when has_sipi_vector;
 //   SMM                  when the host supports SMM, or when latched_init is
-//   set (no SMM
-//                        needed for that);
+//                        set (which needs no SMM);
 //   TRIPLE_FAULT         never: vexstate does not enable
-//   KVM_CAP_X86_TRIPLE_FAULT_EVENT.
-// INVALID_ARGUMENT: exception vector > 31, vector 2 (NMI) injected/pending,
+//                        KVM_CAP_X86_TRIPLE_FAULT_EVENT.
+// INVALID_ARGUMENT: exception vector > 31, vector 2 (NMI) injected or pending,
 // injected and pending both set, a payload without a pending exception (KVM
-// would drop it), interrupt vector or SIPI vector > 255, shadow bits other than
-// MOV_SS|STI, latched_init > 1, a bank index
-// >= the bank count or repeated, MCi_CTL other than 0 or all-ones (bits 0 and
-// 10 excepted, as KVM allows), MCG_CTL other than 0 or all-ones, MCG_CTL
-// without MCG_CAP.CTL_P, MCG_EXT_CTL other than 0/1 or without MCG_CAP.LMCE_P.
+// would drop it), interrupt or SIPI vector > 255, shadow bits other than
+// MOV_SS|STI, latched_init > 1, a bank index >= the bank count or repeated,
+// MCi_CTL other than 0 or all-ones (bits 0 and 10 excepted, as KVM allows),
+// MCG_CTL other than 0 or all-ones or without MCG_CAP.CTL_P, MCG_EXT_CTL other
+// than 0/1 or without MCG_CAP.LMCE_P.
 // FAILED_PRECONDITION: machine_check.mcg_cap differs from target.mcg_cap (both
 // named), SMM state on a host without SMM, a pending triple fault.
 absl::StatusOr<KvmExceptionState> DecodeExceptionState(
     const v1::X86ExceptionState& in, const ExceptionTarget& target);
 
-// -----------------------------------------------------------------------------
-// VM
+// ---------- VM
 
 // VM-wide state: in-kernel irqchip (PIC master/slave, IOAPIC), PIT, kvmclock.
 struct KvmVmState {

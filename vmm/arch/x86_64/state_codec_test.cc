@@ -261,8 +261,7 @@ TEST(StateCodecTest, MpStateValidation) {
   }
 }
 
-// ----------------------------------------------------------------------------
-// events
+// ---------- events
 
 kvm_vcpu_events GetLikeEvents() {
   kvm_vcpu_events e = {};
@@ -478,8 +477,7 @@ TEST(StateCodecTest, EventValidationNamesTheField) {
   }
 }
 
-// ----------------------------------------------------------------------------
-// machine check
+// ---------- machine check
 
 TEST(StateCodecTest, MachineCheckMsrIndices) {
   std::vector<uint32_t> idx = MachineCheckMsrIndices(kMcgCap);
@@ -493,6 +491,10 @@ TEST(StateCodecTest, MachineCheckMsrIndices) {
   idx = MachineCheckMsrIndices(10 | kMcgCapLmceP);
   ASSERT_EQ(idx.size(), 3u + 4 * 10);
   EXPECT_EQ(idx[2], kMsrMcgExtCtl);
+  // Never past bank 31 (0x480 is IA32_VMX_BASIC).
+  idx = MachineCheckMsrIndices(0xff);
+  ASSERT_EQ(idx.size(), 2u + 4 * 32);
+  EXPECT_EQ(idx.back(), 0x47fu);
 }
 
 KvmExceptionState WithBanks(uint64_t mcg_cap) {
@@ -644,8 +646,7 @@ TEST(StateCodecTest, MachineCheckValidationNamesTheField) {
       absl::string_view::npos);
 }
 
-// ----------------------------------------------------------------------------
-// VM
+// ---------- VM
 
 template <typename T>
 void FillRandom(T* value) {

@@ -44,30 +44,25 @@ absl::Status ReadRegisters(kvm::VcpuFd& vcpu, const VcpuStateContext& context,
 
 // The restore order. Every step is one ioctl; a failure names its step.
 //  1. KVM_SET_TSC_KHZ, only if the rate differs: first, because KVM interprets
-//  the IA32_TSC
-//     value written in step 7 at the vCPU's TSC rate.
-//  2. KVM_SET_REGS. (It discards a pending exception: the exception state comes
-//  after all of
-//     this, in RestoreExceptionState.)
-//  3. KVM_SET_XSAVE, 4. KVM_SET_XCRS: they depend only on the CPUID set at vCPU
-//  creation
-//     (QEMU's order: regs, xsave, xcrs, sregs).
-//  5. KVM_SET_SREGS: CR0/CR3/CR4/EFER, segments, and APIC_BASE. It must precede
-//  the LAPIC:
-//     changing APIC_BASE's xAPIC/x2APIC mode rewrites the APIC ID register, and
-//     KVM_SET_LAPIC interprets the page according to that mode.
+//     the IA32_TSC value written in step 7 at the vCPU's TSC rate.
+//  2. KVM_SET_REGS. (It discards a pending exception: the exception state
+//     comes after all of this, in RestoreExceptionState.)
+//  3. KVM_SET_XSAVE, 4. KVM_SET_XCRS: they depend only on the CPUID set at
+//     vCPU creation (QEMU's order: regs, xsave, xcrs, sregs).
+//  5. KVM_SET_SREGS: CR0/CR3/CR4/EFER, segments, and APIC_BASE. It must
+//     precede the LAPIC: changing APIC_BASE's xAPIC/x2APIC mode rewrites the
+//     APIC ID register, and KVM_SET_LAPIC interprets the page in that mode.
 //  6. KVM_SET_LAPIC.
 //  7. KVM_SET_MSRS, IA32_TSC_DEADLINE last (state_codec.h): after the LAPIC,
-//  because KVM
-//     ignores a deadline unless the LVT timer is in TSC-deadline mode (seen on
-//     this host: the write succeeds and reads back 0); after IA32_TSC, because
-//     the deadline is an absolute TSC value. After SREGS for the KVM PV MSRs
-//     too (they address guest memory and the LAPIC).
+//     because KVM ignores a deadline unless the LVT timer is in TSC-deadline
+//     mode (seen on this host: the write succeeds and reads back 0); after
+//     IA32_TSC, because the deadline is an absolute TSC value. After SREGS and
+//     the LAPIC for the KVM PV MSRs too (they address guest memory and the
+//     LAPIC).
 //  8. KVM_SET_DEBUGREGS.
-//  9. KVM_SET_MP_STATE, last: KVM_SET_SREGS resets the BSP's MP state to
-//  RUNNABLE when its
-//     registers sit at the reset vector, so an earlier MP state could be
-//     overwritten.
+//  9. KVM_SET_MP_STATE, last: KVM_SET_SREGS sets the BSP's MP state to
+//     RUNNABLE when its registers sit at the reset vector, so an earlier MP
+//     state could be overwritten.
 // Then, separately and after all of this, RestoreExceptionState (events last).
 absl::Status WriteRegisters(kvm::VcpuFd& vcpu, const KvmVcpuRegisters& r,
                             uint32_t mp_state, uint32_t current_tsc_khz) {
@@ -190,8 +185,8 @@ absl::StatusOr<std::vector<uint32_t>> FilterReadableMsrs(
     if (!n.ok()) return n.status();
     readable.insert(readable.end(), rest.begin(), rest.begin() + *n);
     pos += *n;
-    if (pos < candidates.size())
-      ++pos;  // candidates[pos] is unreadable: skip it
+    // KVM stopped at candidates[pos]: it is unreadable, skip it.
+    if (pos < candidates.size()) ++pos;
   }
   return readable;
 }
@@ -287,6 +282,12 @@ absl::Status RestoreVcpuRegisters(kvm::VcpuFd& vcpu, const v1::VcpuState& state,
     return absl::InvalidArgumentError(
         absl::StrFormat("vCPU %u: the state is not x86_64", vcpu.index()));
   }
+  if (state.index() != vcpu.index()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "index: the state of vCPU %u cannot be restored into vCPU %u (the APIC "
+        "ID and CPUID topology follow the index)",
+        state.index(), vcpu.index()));
+  }
   if (absl::Status s = ValidateMpState(state.mp_state()); !s.ok()) return s;
   absl::StatusOr<KvmVcpuRegisters> target = DecodeVcpuRegisters(
       state.x86_64(), context.xsave_size, context.msr_indices);
@@ -298,6 +299,10 @@ absl::Status RestoreVcpuRegisters(kvm::VcpuFd& vcpu, const v1::VcpuState& state,
   if (absl::Status s = vcpu.GetMpState(&before_mp); !s.ok()) return s;
   KvmVcpuRegisters before;
   if (absl::Status s = ReadRegisters(vcpu, context, &before); !s.ok()) return s;
+  // KVM_SET_REGS discards a pending exception: a rollback must put the events
+  // back too (with the flags KVM reported, which it accepts on SET).
+  kvm_vcpu_events before_events = {};
+  if (absl::Status s = vcpu.GetVcpuEvents(&before_events); !s.ok()) return s;
 
   absl::Status status =
       WriteRegisters(vcpu, *target, state.mp_state(), before.tsc_khz);
@@ -306,6 +311,7 @@ absl::Status RestoreVcpuRegisters(kvm::VcpuFd& vcpu, const v1::VcpuState& state,
   absl::Status rollback =
       khz_now.ok() ? WriteRegisters(vcpu, before, before_mp.mp_state, *khz_now)
                    : khz_now.status();
+  if (rollback.ok()) rollback = vcpu.SetVcpuEvents(before_events);
   return WithRollbackResult(
       Annotate(status,
                absl::StrFormat("restoring vCPU %u registers", vcpu.index())),

@@ -12,23 +12,32 @@
 // first validates and converts all of its input (INVALID_ARGUMENT /
 // FAILED_PRECONDITION, see state_codec.h) and only then issues SET ioctls, so
 // bad input changes nothing. If KVM itself refuses a value the codec cannot
-// judge (e.g. a CR4 bit this vCPU's CPUID does not allow), RestoreVcpuRegisters
-// and RestoreVm write back the state read just before and report the refusal,
-// saying whether that rollback succeeded. RestoreExceptionState validates
-// everything KVM checks for events and machine-check MSRs, so it needs no
-// rollback.
+// judge (e.g. an EFER.LMA that contradicts CR0.PG, an MSR value KVM does not
+// support), RestoreVcpuRegisters and RestoreVm write back the state read just
+// before and report the refusal, saying whether that rollback succeeded.
+// RestoreExceptionState validates everything KVM checks for events and
+// machine-check MSRs, so it needs no rollback.
 //
-// MSRs (findings on this host, kvm_pvm on Linux 6.18, see vcpu_state_test.cc
-// MsrWriteBackOnFreshVcpu): all 41 MSRs of KVM_GET_MSR_INDEX_LIST are readable,
-// and every value one vCPU reports is accepted by KVM_SET_MSRS on a freshly
-// created vCPU (after KVM_SET_CPUID2 and KVM_X86_SETUP_MCE), including the KVM
-// PV MSRs in index-list order. So no MSR is excluded from the saved set. One
-// MSR is accepted but silently ignored out of order: IA32_TSC_DEADLINE (0x6e0)
-// while the LAPIC timer is not in TSC-deadline mode; the restore order below
-// handles it. An MSR KVM refuses on another host fails the restore loudly
-// (named in the status, state rolled back): state is never dropped silently.
-// The machine-check MSRs (MCG_STATUS 0x17a and MCG_CTL 0x17b are in KVM's index
-// list; the banks are not) are carried by the exception state only.
+// MSRs. The saved set is KVM_GET_MSR_INDEX_LIST minus the machine-check MSRs
+// (MCG_STATUS 0x17a and MCG_CTL 0x17b are in the list, the banks are not; all
+// of them travel in the exception state), filtered to those the vCPU can read.
+// Nothing else is excluded. Findings on this host (kvm_pvm, Linux 6.18; tests
+// MsrWriteBackOnFreshVcpu and TscMsrsOnThisHost in vcpu_state_test.cc):
+//  - 41 MSRs listed, all readable; 39 saved, 0x17a/0x17b in exception state.
+//  - KVM_SET_MSRS on a freshly created vCPU (after KVM_SET_CPUID2 and
+//    KVM_X86_SETUP_MCE) refuses none of the values a vCPU with guest-like state
+//    reports, the KVM PV MSRs included, in index-list order. So no "refuses its
+//    own value" exclusion list is needed here. Should another host refuse one,
+//    the restore fails naming the MSR and writes the previous state back: state
+//    is never dropped silently.
+//  - Accepted but not kept: IA32_TSC_DEADLINE (0x6e0) while the LAPIC timer is
+//    not in TSC-deadline mode (KVM ignores it); hence the restore order (see
+//    vcpu_state.cc): LAPIC first, IA32_TSC_DEADLINE last. IA32_TSC (0x10)
+//    writes are accepted and not kept by kvm_pvm at all (the guest TSC follows
+//    the host TSC), and reads of IA32_TSC_DEADLINE right after a write do not
+//    always return the value written: both are host limitations, not vexstate
+//    choices; the TSC is still saved and written (hardware KVM keeps it; QEMU
+//    migrates it the same way).
 #ifndef VEXSTATE_VMM_ARCH_X86_64_VCPU_STATE_H_
 #define VEXSTATE_VMM_ARCH_X86_64_VCPU_STATE_H_
 
@@ -97,7 +106,9 @@ absl::StatusOr<v1::X86ExceptionState> CaptureExceptionState(
 // Everything except the exception state, in the order documented in
 // vcpu_state.cc. `state` must be x86_64 (INVALID_ARGUMENT otherwise). If the
 // TSC rate differs, KVM_SET_TSC_KHZ is tried first; FAILED_PRECONDITION if KVM
-// refuses it.
+// refuses it. On success the vCPU has no pending exception any more
+// (KVM_SET_REGS discards it): RestoreExceptionState must follow. On failure the
+// registers, MP state and events read before the first SET are written back.
 absl::Status RestoreVcpuRegisters(kvm::VcpuFd& vcpu, const v1::VcpuState& state,
                                   const VcpuStateContext& context);
 
