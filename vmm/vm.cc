@@ -25,6 +25,20 @@ bool PageIsZero(const uint8_t* page) {
   return true;
 }
 
+struct OpenedHost {
+  kvm::KvmSystem kvm;
+  v1::HostCapabilities caps;
+};
+
+// /dev/kvm and what it can do: every way of making a VM starts here.
+absl::StatusOr<OpenedHost> OpenHost() {
+  absl::StatusOr<kvm::KvmSystem> kvm = kvm::KvmSystem::Open();
+  if (!kvm.ok()) return kvm.status();
+  absl::StatusOr<v1::HostCapabilities> caps = ProbeHost(*kvm);
+  if (!caps.ok()) return caps.status();
+  return OpenedHost{std::move(*kvm), std::move(*caps)};
+}
+
 }  // namespace
 
 absl::Status ValidateVmConfig(const v1::VmConfig& config, const v1::HostCapabilities& host) {
@@ -110,10 +124,10 @@ void Vm::StartThreads(ExitHandler* devices) {
 
 absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const v1::VmConfig& config, absl::Span<const uint8_t> image,
                                                ExitHandler* devices) {
-  absl::StatusOr<kvm::KvmSystem> kvm = kvm::KvmSystem::Open();
-  if (!kvm.ok()) return kvm.status();
-  absl::StatusOr<v1::HostCapabilities> host = ProbeHost(*kvm);
-  if (!host.ok()) return host.status();
+  absl::StatusOr<OpenedHost> opened = OpenHost();
+  if (!opened.ok()) return opened.status();
+  kvm::KvmSystem* kvm = &opened->kvm;
+  v1::HostCapabilities* host = &opened->caps;
   if (absl::Status s = ValidateVmConfig(config, *host); !s.ok()) return s;
   std::unique_ptr<Vm> vm(new Vm(std::move(*kvm), *host, config));
   if (absl::Status s = vm->Build(); !s.ok()) return s;
@@ -143,10 +157,10 @@ absl::Status Vm::CheckSnapshotShape(const v1::Snapshot& snapshot, const v1::Host
 }
 
 absl::Status Vm::CheckRestorable(const v1::Snapshot& state, const RestorePolicy& policy, RestoreReport* report) {
-  absl::StatusOr<kvm::KvmSystem> kvm = kvm::KvmSystem::Open();
-  if (!kvm.ok()) return kvm.status();
-  absl::StatusOr<v1::HostCapabilities> host = ProbeHost(*kvm);
-  if (!host.ok()) return host.status();
+  absl::StatusOr<OpenedHost> opened = OpenHost();
+  if (!opened.ok()) return opened.status();
+  kvm::KvmSystem* kvm = &opened->kvm;
+  v1::HostCapabilities* host = &opened->caps;
   if (absl::Status s = CheckSnapshotShape(state, *host); !s.ok()) return s;
   std::unique_ptr<ArchVm> arch = CreateArchVm(*kvm, *host, state.config());
   RestoreReport local;
@@ -156,10 +170,10 @@ absl::Status Vm::CheckRestorable(const v1::Snapshot& state, const RestorePolicy&
 }
 
 absl::StatusOr<std::unique_ptr<Vm>> Vm::CreateIncoming(const v1::VmConfig& config, ExitHandler* devices) {
-  absl::StatusOr<kvm::KvmSystem> kvm = kvm::KvmSystem::Open();
-  if (!kvm.ok()) return kvm.status();
-  absl::StatusOr<v1::HostCapabilities> host = ProbeHost(*kvm);
-  if (!host.ok()) return host.status();
+  absl::StatusOr<OpenedHost> opened = OpenHost();
+  if (!opened.ok()) return opened.status();
+  kvm::KvmSystem* kvm = &opened->kvm;
+  v1::HostCapabilities* host = &opened->caps;
   if (absl::Status s = ValidateVmConfig(config, *host); !s.ok()) return s;
   std::unique_ptr<Vm> vm(new Vm(std::move(*kvm), *host, config));
   if (absl::Status s = vm->Build(); !s.ok()) return s;
@@ -206,10 +220,10 @@ absl::Status Vm::RestoreState(const v1::Snapshot& state, const RestorePolicy& po
 
 absl::StatusOr<std::unique_ptr<Vm>> Vm::Restore(const v1::Snapshot& snapshot, const RestorePolicy& policy,
                                                 ExitHandler* devices, RestoreReport* report) {
-  absl::StatusOr<kvm::KvmSystem> kvm = kvm::KvmSystem::Open();
-  if (!kvm.ok()) return kvm.status();
-  absl::StatusOr<v1::HostCapabilities> host = ProbeHost(*kvm);
-  if (!host.ok()) return host.status();
+  absl::StatusOr<OpenedHost> opened = OpenHost();
+  if (!opened.ok()) return opened.status();
+  kvm::KvmSystem* kvm = &opened->kvm;
+  v1::HostCapabilities* host = &opened->caps;
   if (absl::Status s = CheckSnapshotShape(snapshot, *host); !s.ok()) return s;
   const v1::VmConfig& config = snapshot.config();
   std::unique_ptr<Vm> vm(new Vm(std::move(*kvm), *host, config));
@@ -330,39 +344,28 @@ absl::StatusOr<std::vector<v1::VcpuExceptionState>> Vm::CaptureExceptionState() 
 }
 
 absl::Status Vm::SetExceptionState(const v1::VcpuExceptionState& state, const RestorePolicy& policy) {
-  absl::MutexLock lock(&mu_);
-  if (absl::Status s = CheckPausedVcpu(state.vcpu_index()); !s.ok()) return s;
-  return arch_->RestoreExceptionState(*vcpus_[state.vcpu_index()], state, policy);
+  return OnPausedVcpu(state.vcpu_index(),
+                      [&](kvm::VcpuFd& vcpu) { return arch_->RestoreExceptionState(vcpu, state, policy); });
 }
 
 absl::Status Vm::InjectException(const ExceptionRequest& request) {
-  absl::MutexLock lock(&mu_);
-  if (absl::Status s = CheckPausedVcpu(request.vcpu); !s.ok()) return s;
-  return arch_->InjectException(*vcpus_[request.vcpu], request);
+  return OnPausedVcpu(request.vcpu, [&](kvm::VcpuFd& vcpu) { return arch_->InjectException(vcpu, request); });
 }
 
 absl::Status Vm::InjectNmi(const NmiRequest& request) {
-  absl::MutexLock lock(&mu_);
-  if (absl::Status s = CheckPausedVcpu(request.vcpu); !s.ok()) return s;
-  return arch_->InjectNmi(*vcpus_[request.vcpu], request);
+  return OnPausedVcpu(request.vcpu, [&](kvm::VcpuFd& vcpu) { return arch_->InjectNmi(vcpu, request); });
 }
 
 absl::Status Vm::InjectMachineCheck(const MachineCheckRequest& request) {
-  absl::MutexLock lock(&mu_);
-  if (absl::Status s = CheckPausedVcpu(request.vcpu); !s.ok()) return s;
-  return arch_->InjectMachineCheck(*vcpus_[request.vcpu], request);
+  return OnPausedVcpu(request.vcpu, [&](kvm::VcpuFd& vcpu) { return arch_->InjectMachineCheck(vcpu, request); });
 }
 
 absl::Status Vm::InjectSError(const SErrorRequest& request) {
-  absl::MutexLock lock(&mu_);
-  if (absl::Status s = CheckPausedVcpu(request.vcpu); !s.ok()) return s;
-  return arch_->InjectSError(*vcpus_[request.vcpu], request);
+  return OnPausedVcpu(request.vcpu, [&](kvm::VcpuFd& vcpu) { return arch_->InjectSError(vcpu, request); });
 }
 
 absl::Status Vm::InjectExternalAbort(const ExternalAbortRequest& request) {
-  absl::MutexLock lock(&mu_);
-  if (absl::Status s = CheckPausedVcpu(request.vcpu); !s.ok()) return s;
-  return arch_->InjectExternalAbort(*vcpus_[request.vcpu], request);
+  return OnPausedVcpu(request.vcpu, [&](kvm::VcpuFd& vcpu) { return arch_->InjectExternalAbort(vcpu, request); });
 }
 
 }  // namespace vexstate

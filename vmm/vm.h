@@ -98,6 +98,13 @@ class Vm {
   // OK if the VM is paused and `vcpu` exists; else the precise reason.
   absl::Status CheckPausedVcpu(uint32_t vcpu) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PauseLocked(absl::Duration timeout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs `change` on vCPU `index` if the VM is paused and the vCPU exists; else the reason.
+  template <typename Change>
+  absl::Status OnPausedVcpu(uint32_t index, Change change) {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = CheckPausedVcpu(index); !s.ok()) return s;
+    return change(*vcpus_[index]);
+  }
   absl::Status RegisterRam(bool log_dirty);
   // Validates a snapshot's shape against this build and `host` (format, vCPU list, memory
   // chunk ranges); DATA_LOSS / FAILED_PRECONDITION with the precise reason.
