@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 
 namespace vexstate {
 
@@ -40,8 +41,23 @@ struct MachineCheckRequest {
 // silently replaces the first syndrome.
 enum class SErrorOverwrite {
   kRefuse,         // default: FAILED_PRECONDITION naming both syndromes
-  kKeepPending,    // leave the pending SError (and its syndrome) as is; report OK + merged
+  kKeepPending,    // leave the pending SError (and its syndrome) as is; OK, result kKeptPending
   kReplace,        // explicitly replace the syndrome (the caller takes responsibility)
+};
+
+// What an accepted SError injection did (see SErrorRequest::result).
+enum class SErrorOutcome {
+  kPending,         // now pending (HCR_EL2.VSE=1): taken when the guest unmasks SError or runs `esb`
+  kDelivered,       // KVM committed it into the guest at once (Linux >= 6.17, guest's PSTATE.A clear):
+                    // the vCPU's registers already show the exception entry
+  kAlreadyPending,  // the same syndrome was already pending: nothing changed (a PE holds one)
+  kKeptPending,     // kKeepPending: another syndrome was pending and stays; nothing changed
+  kReplaced,        // kReplace: the pending syndrome was replaced by the requested one
+};
+
+struct SErrorResult {
+  SErrorOutcome outcome = SErrorOutcome::kPending;
+  std::string detail;  // one line for people, naming the syndromes involved
 };
 
 // arm64: a virtual SError (KVM_SET_VCPU_EVENTS exception.serror_pending=1).
@@ -50,6 +66,8 @@ struct SErrorRequest {
   // VSESR_EL2 ISS, bits [24:0]. None: KVM chooses (IDS, ISS 0x1000000).
   std::optional<uint64_t> esr;
   SErrorOverwrite on_pending = SErrorOverwrite::kRefuse;
+  // Optional: when set and the injection is accepted (OK), receives what it did.
+  SErrorResult* result = nullptr;
 };
 
 // arm64: a synchronous external data abort (KVM_SET_VCPU_EVENTS ext_dabt_pending=1).

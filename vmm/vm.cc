@@ -198,8 +198,8 @@ absl::Status Vm::RestoreStateLocked(const v1::Snapshot& state, const RestorePoli
   return absl::OkStatus();
 }
 
-absl::Status Vm::RestoreState(const v1::Snapshot& state, const RestorePolicy& policy, RestoreReport* report) {
-  absl::MutexLock lock(&mu_);
+absl::Status Vm::CheckRestorableHereLocked(const v1::Snapshot& state, const RestorePolicy& policy,
+                                           RestoreReport* report) const {
   if (!paused_ || ever_ran_) {
     return absl::FailedPreconditionError("RestoreState needs a VM made by CreateIncoming that has never run");
   }
@@ -211,8 +211,22 @@ absl::Status Vm::RestoreState(const v1::Snapshot& state, const RestorePolicy& po
         state.config().memory_bytes(), v1::Arch_Name(state.config().arch()), config_.vcpu_count(),
         config_.memory_bytes(), v1::Arch_Name(config_.arch())));
   }
+  return arch_->CheckRestorable(state, policy, report);
+}
+
+absl::Status Vm::CheckRestorableHere(const v1::Snapshot& state, const RestorePolicy& policy,
+                                     RestoreReport* report) const {
+  absl::MutexLock lock(&mu_);
   RestoreReport local;
-  if (absl::Status s = arch_->CheckRestorable(state, policy, &local); !s.ok()) return s;
+  if (absl::Status s = CheckRestorableHereLocked(state, policy, &local); !s.ok()) return s;
+  if (report != nullptr) *report = std::move(local);
+  return absl::OkStatus();
+}
+
+absl::Status Vm::RestoreState(const v1::Snapshot& state, const RestorePolicy& policy, RestoreReport* report) {
+  absl::MutexLock lock(&mu_);
+  RestoreReport local;
+  if (absl::Status s = CheckRestorableHereLocked(state, policy, &local); !s.ok()) return s;
   if (absl::Status s = RestoreStateLocked(state, policy); !s.ok()) return s;
   if (report != nullptr) *report = std::move(local);
   return absl::OkStatus();

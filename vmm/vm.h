@@ -58,6 +58,12 @@ class Vm {
   // snapshot whose memory is ignored (it is already in place). The VM must be paused and
   // never have run since CreateIncoming.
   absl::Status RestoreState(const v1::Snapshot& state, const RestorePolicy& policy, RestoreReport* report = nullptr);
+  // Checks, without changing anything, that RestoreState(state, policy) would be accepted by
+  // THIS VM: the checks RestoreState makes first, against this VM's own configuration (e.g.
+  // the MCE banks it was given) and without probing the host again (cheap: a migration
+  // destination runs it on the final state while the source is paused).
+  absl::Status CheckRestorableHere(const v1::Snapshot& state, const RestorePolicy& policy,
+                                   RestoreReport* report = nullptr) const;
   ~Vm();
 
   absl::Status Resume();
@@ -111,6 +117,8 @@ class Vm {
   static absl::Status CheckSnapshotShape(const v1::Snapshot& snapshot, const v1::HostCapabilities& host);
   absl::Status RestoreStateLocked(const v1::Snapshot& state, const RestorePolicy& policy)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckRestorableHereLocked(const v1::Snapshot& state, const RestorePolicy& policy,
+                                         RestoreReport* report) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   kvm::KvmSystem kvm_;
   const v1::HostCapabilities host_;
