@@ -401,6 +401,9 @@ TEST_P(CorruptStream, DetectedNothingCommittedSourceTakesExceptionOnce) {
   std::atomic<bool> paused{false};
   bool tampered = false;
   SourceOptions options = Options(*dest, "corrupt-1");
+  // Stop and copy right after round 0: the workload keeps dirtying pages while round 0's
+  // ~8 MiB are sent, so the final round always has page data to corrupt.
+  options.max_rounds = 1;
   options.at_pause = [&paused](Vm& v) {
     paused = true;
     return v.InjectMachineCheck(McInBank(3));
@@ -626,21 +629,8 @@ TEST_P(DegradedBanks, ErrorInAMissingBankIsRefusedAtThePausePoint) {
   SourceResult result = MigrateWith(vm, *dest, "banks", dest->incoming->token());
   if (bank < 10) {
     ASSERT_OK(result.status);
-    absl::Status commit = dest->incoming->Commit();
-    if (!commit.ok()) {
-      // The x86 backend's CheckRestorable allows dropping empty banks, but its restore
-      // (vmm/arch/x86_64/state_codec.cc DecodeMachineCheck) still demands an equal MCG_CAP.
-      // Until that is fixed the commit is refused — safely: the destination never ran, and
-      // the source takes the exception once after the discard.
-      EXPECT_EQ(commit.code(), absl::StatusCode::kFailedPrecondition) << commit;
-      EXPECT_EQ(dest->incoming->state(), MigrationDestination::State::kFailed);
-      EXPECT_THAT(dest->console->Reports(), IsEmpty());
-      ASSERT_OK(dest->incoming->Discard());
-      ASSERT_OK(vm.Resume());
-      ASSERT_EQ(ExceptionsAfter(source->console(), 1).size(), 1u) << source->console().Transcript();
-      GTEST_SKIP() << "degraded MCE banks are refused at restore by vmm/arch/x86_64 (" << commit
-                   << "); exactly-once held through the source";
-    }
+    // The destination has fewer (empty) banks: the commit trims them and says so.
+    ASSERT_OK(dest->incoming->Commit());
     EXPECT_THAT(dest->incoming->Describe().degradations(), ::testing::ElementsAre(HasSubstr("MCE banks 10..")));
     std::vector<WitnessReport> exc = ExceptionsAfter(*dest->console, 1);
     ASSERT_EQ(exc.size(), 1u) << dest->console->Transcript();

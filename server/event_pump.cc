@@ -28,6 +28,9 @@ bool EventPump::stopping() const {
 }
 
 void EventPump::Run() {
+  // One log line per outage, not one per retry (a stopping worker ends its stream a moment
+  // before it exits and the supervisor stops the pump).
+  bool outage_logged = false;
   while (!stopping()) {
     grpc::ClientContext context;
     {
@@ -40,6 +43,7 @@ void EventPump::Run() {
     std::unique_ptr<grpc::ClientReader<v1::Event>> reader = worker_->stub->WatchEvents(&context, request);
     v1::Event event;
     while (reader->Read(&event)) {
+      outage_logged = false;
       // Sequence 0 would mean a worker that does not number its events: pass everything on.
       if (event.sequence() != 0 && event.sequence() <= last_worker_sequence_) continue;
       last_worker_sequence_ = event.sequence();
@@ -52,7 +56,11 @@ void EventPump::Run() {
       call_ = nullptr;
       if (stopping_) return;
     }
-    Log("VM %s: worker event stream ended (%d: %s); re-subscribing", vm_, status.error_code(), status.error_message());
+    if (!outage_logged) {
+      Log("VM %s: worker event stream ended (%d: %s); re-subscribing until it is back or gone", vm_,
+          status.error_code(), status.error_message());
+      outage_logged = true;
+    }
     // Wait a little before re-subscribing, but wake at once for Stop().
     absl::MutexLock lock(&mu_);
     mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(500));

@@ -24,7 +24,15 @@ namespace {
 constexpr absl::Duration kShutdownGrace = absl::Seconds(10);
 constexpr absl::Duration kTermGrace = absl::Seconds(5);
 
-const char* StateName(v1::VmRunState state) {
+std::unique_ptr<grpc::ClientContext> WithDeadline(absl::Duration timeout) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  return context;
+}
+
+}  // namespace
+
+absl::string_view RunStateName(v1::VmRunState state) {
   switch (state) {
     case v1::VM_CREATED:
       return "CREATED";
@@ -40,14 +48,6 @@ const char* StateName(v1::VmRunState state) {
       return "UNSPECIFIED";
   }
 }
-
-std::unique_ptr<grpc::ClientContext> WithDeadline(absl::Duration timeout) {
-  auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-  return context;
-}
-
-}  // namespace
 
 absl::Status ValidateVmName(absl::string_view name) {
   if (name.empty()) return absl::InvalidArgumentError("the VM name is empty");
@@ -76,56 +76,49 @@ absl::StatusOr<std::unique_ptr<Supervisor>> Supervisor::Start(const StateDir* di
   if (!loaded.ok()) return loaded.status();
   for (const std::string& problem : loaded->problems) Log("journal: %s", problem);
 
-  for (v1::VmRecord& record : loaded->records) {
-    auto vm = std::make_shared<Vm>();
-    const std::string name = record.name();
-    {
-      absl::MutexLock lock(&vm->mu);
-      vm->record = std::move(record);
-      vm->phase = Phase::kGone;
-    }
-    {
-      absl::MutexLock lock(&supervisor->mu_);
-      supervisor->vms_[name] = vm;
-    }
-    absl::Status reattached = absl::NotFoundError("no worker recorded");
-    int pid = 0;
-    v1::VmRunState last_state;
-    {
-      absl::MutexLock lock(&vm->mu);
-      pid = vm->record.worker_pid();
-      last_state = vm->record.last_state();
-    }
-    if (pid != 0) reattached = supervisor->Reattach(vm);
-    if (reattached.ok()) {
-      Log("VM %s: re-attached to worker pid %d", name, pid);
-      continue;
-    }
-    if (last_state == v1::VM_STOPPED || last_state == v1::VM_CRASHED) {
-      // Already final: it stays so, now without a worker.
-      absl::MutexLock lock(&vm->mu);
-      if (pid != 0) {
-        vm->record.set_worker_pid(0);
-        vm->record.set_worker_start_time(0);
-        supervisor->WriteRecord(*vm);
-      }
-      Log("VM %s: %s (no worker)", name, StateName(last_state));
-      continue;
-    }
-    // The worker is gone (or was not ours to talk to): the VM crashed while vexd was away.
-    const std::string reason = std::string(reattached.message());
-    {
-      absl::MutexLock lock(&vm->mu);
-      vm->record.set_last_state(v1::VM_CRASHED);
-      vm->record.set_error(reason);
+  for (v1::VmRecord& record : loaded->records) supervisor->Recover(std::move(record));
+  return supervisor;
+}
+
+void Supervisor::Recover(v1::VmRecord record) {
+  const std::string name = record.name();
+  const int pid = record.worker_pid();
+  const v1::VmRunState last_state = record.last_state();
+  auto vm = std::make_shared<Vm>();
+  {
+    absl::MutexLock lock(&vm->mu);
+    vm->record = std::move(record);
+    vm->phase = Phase::kGone;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    vms_[name] = vm;
+  }
+  const absl::Status reattached = pid != 0 ? Reattach(vm) : absl::NotFoundError("no worker was recorded");
+  if (reattached.ok()) {
+    Log("VM %s: re-attached to worker pid %d", name, pid);
+    return;
+  }
+  absl::MutexLock lock(&vm->mu);
+  if (last_state == v1::VM_STOPPED || last_state == v1::VM_CRASHED) {
+    // Already final: it stays so, now without a worker.
+    if (pid != 0) {
       vm->record.set_worker_pid(0);
       vm->record.set_worker_start_time(0);
-      supervisor->WriteRecord(*vm);
+      WriteRecord(*vm);
     }
-    Log("VM %s: CRASHED: %s", name, reason);
-    supervisor->PublishLifecycle(name, v1::VM_CRASHED, reason);
+    Log("VM %s: %s (no worker)", name, RunStateName(last_state));
+    return;
   }
-  return supervisor;
+  // The worker is gone (or was ours but deaf, and killed): the VM crashed while vexd was away.
+  const std::string reason(reattached.message());
+  vm->record.set_last_state(v1::VM_CRASHED);
+  vm->record.set_error(reason);
+  vm->record.set_worker_pid(0);
+  vm->record.set_worker_start_time(0);
+  WriteRecord(*vm);
+  Log("VM %s: CRASHED: %s", name, reason);
+  PublishLifecycle(name, v1::VM_CRASHED, reason);
 }
 
 void Supervisor::Shutdown() {
@@ -347,7 +340,7 @@ void Supervisor::OnWorkerExit(const std::shared_ptr<Vm>& vm) {
     vm->pidfd.Reset();
     pump = std::move(vm->pump);
   }
-  Log("VM %s: %s: %s", name, StateName(state), reason);
+  Log("VM %s: %s: %s", name, RunStateName(state), reason);
   if (changed) PublishLifecycle(name, state, reason);
   // Outside the VM's lock: the pump's sink takes it.
   if (pump != nullptr) pump->Stop();
@@ -444,7 +437,7 @@ absl::StatusOr<std::shared_ptr<WorkerConnection>> Supervisor::Worker(const std::
     return absl::FailedPreconditionError(absl::StrFormat("VM %s has CRASHED: %s", name, vm->record.error()));
   }
   return absl::FailedPreconditionError(
-      absl::StrFormat("VM %s is %s: its worker is gone", name, StateName(vm->record.last_state())));
+      absl::StrFormat("VM %s is %s: its worker is gone", name, RunStateName(vm->record.last_state())));
 }
 
 v1::VmInfo Supervisor::Observe(const std::string& name, v1::VmInfo info) {
@@ -572,9 +565,9 @@ absl::StatusOr<v1::VmInfo> Supervisor::DeleteVm(const std::string& name) {
     Vm& vm = *it->second;
     absl::MutexLock vm_lock(&vm.mu);
     if (vm.phase != Phase::kGone) {
-      return absl::FailedPreconditionError(
-          absl::StrFormat("VM %s still has a worker (%s): StopVm it first", name,
-                          vm.phase == Phase::kLive ? StateName(vm.record.last_state()) : "being created or stopped"));
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "VM %s still has a worker (%s): StopVm it first", name,
+          vm.phase == Phase::kLive ? RunStateName(vm.record.last_state()) : "being created or stopped"));
     }
     absl::Status removed = journal_.Remove(name);
     if (!removed.ok()) return removed;

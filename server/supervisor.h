@@ -51,6 +51,9 @@ namespace vexstate::vexd {
 // otherwise, saying which character or length is wrong.
 absl::Status ValidateVmName(absl::string_view name);
 
+// "RUNNING", "CRASHED"... for messages.
+absl::string_view RunStateName(v1::VmRunState state);
+
 class Supervisor {
  public:
   struct Options {
@@ -130,6 +133,9 @@ class Supervisor {
   // Makes `vm` live with a running worker (journal, event pump, exit watch).
   absl::Status Activate(const std::shared_ptr<Vm>& vm, std::shared_ptr<WorkerConnection> worker, kvm::ScopedFd pidfd,
                         bool is_child, const v1::WorkerStatus& status);
+  // Start(): takes a journal record back: re-attaches to its worker, or records why the VM
+  // has none.
+  void Recover(v1::VmRecord record);
   // Re-attaches to the worker named in a VM's record (at Start); the reason on failure.
   absl::Status Reattach(const std::shared_ptr<Vm>& vm);
   absl::StatusOr<v1::WorkerStatus> GetStatus(WorkerConnection& worker);

@@ -38,7 +38,7 @@ grpc::Status VmServiceImpl::StartVm(grpc::ServerContext* context, const v1::VmRe
     if (info->state() != v1::VM_CREATED) {
       return absl::FailedPreconditionError(
           absl::StrFormat("VM %s is %s, not CREATED: StartVm starts a new VM (ResumeVm continues a paused one)",
-                          request->name(), v1::VmRunState_Name(info->state())));
+                          request->name(), RunStateName(info->state())));
     }
     return RunStateChange(*context, request->name(), /*resume=*/true, response);
   });

@@ -3,10 +3,13 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -68,6 +71,19 @@ absl::StatusOr<int> WaitExit(pid_t pid, absl::Duration timeout) {
 }
 
 void* Tag(intptr_t n) { return reinterpret_cast<void*>(n); }
+
+// True when something accepts connections on the Unix socket `path` (a stale socket file
+// left by a killed vexd does not).
+bool Accepts(const std::string& path) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un address = {};
+  address.sun_family = AF_UNIX;
+  std::snprintf(address.sun_path, sizeof(address.sun_path), "%s", path.c_str());
+  const bool accepted = connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0;
+  close(fd);
+  return accepted;
+}
 
 }  // namespace
 
@@ -148,8 +164,8 @@ absl::Status VexdHarness::Start(const std::vector<std::string>& extra, bool defa
   pid_ = *pid;
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
   // A channel that failed to connect retries only after its backoff (seconds): connect
-  // once the socket is there, with a fresh channel (also after a restart of vexd).
-  while (access(socket().c_str(), F_OK) != 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
+  // once the socket accepts, with a fresh channel (also after a restart of vexd).
+  while (!Accepts(socket()) && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
   Connect();
   while (absl::Now() < deadline) {
     RawCall health = CallRaw(channel_, "/grpc.health.v1.Health/Check", "", "", absl::Seconds(1));
@@ -209,6 +225,13 @@ void VexdHarness::Connect() {
   exceptions_ = v1::ExceptionService::NewStub(channel_);
   snapshots_ = v1::SnapshotService::NewStub(channel_);
   events_ = v1::EventService::NewStub(channel_);
+}
+
+void VexdHarness::Kill() {
+  if (pid_ == 0) return;
+  kill(pid_, SIGKILL);
+  (void)WaitExit(pid_, absl::Seconds(10));
+  pid_ = 0;
 }
 
 std::unique_ptr<grpc::ClientContext> VexdHarness::Context(const std::string& token, absl::Duration deadline) {

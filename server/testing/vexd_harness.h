@@ -62,6 +62,8 @@ class VexdHarness {
   // Drops the channel (and stubs) and SIGTERMs vexd; returns its exit status. Start() again
   // reconnects.
   absl::StatusOr<int> Stop();
+  // SIGKILL: vexd dies without any cleanup (its lock goes with it; its socket file stays).
+  void Kill();
   pid_t pid() const { return pid_; }
   // Everything vexd wrote to stderr (all its runs).
   std::string Log() const;

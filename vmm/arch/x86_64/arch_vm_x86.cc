@@ -2,6 +2,7 @@
 // (vcpu_state.h) and injection (inject.h) modules.
 #include <sys/utsname.h>
 
+#include <algorithm>
 #include <optional>
 
 #include "absl/strings/str_format.h"
@@ -142,7 +143,29 @@ class X86ArchVm : public ArchVm {
     if (!state.has_x86_64()) {
       return absl::InvalidArgumentError(absl::StrFormat("vCPU %u: exception state is not x86_64", vcpu.index()));
     }
-    return x86::RestoreExceptionState(vcpu, state.x86_64(), context_);
+    if (!policy.allow_degrade) return x86::RestoreExceptionState(vcpu, state.x86_64(), context_);
+    // Degraded restore onto a host with fewer MCE banks: CheckRestorable has already refused
+    // the case where a dropped bank holds an error, so the banks beyond ours are empty. The
+    // guest gets this VM's MCG_CAP (set by KVM_X86_SETUP_MCE, never writable) and the banks
+    // it has; the drop is in the RestoreReport.
+    v1::X86ExceptionState trimmed = state.x86_64();
+    v1::X86MachineCheckState* mc = trimmed.mutable_machine_check();
+    const uint32_t banks_here = mcg_cap() & x86::kMcgCapCountMask;
+    if ((mc->mcg_cap() & x86::kMcgCapCountMask) > banks_here) {
+      for (const v1::X86MachineCheckBank& bank : mc->banks()) {
+        if (bank.index() >= banks_here && bank.status() != 0) {
+          return absl::FailedPreconditionError(absl::StrFormat(
+              "vCPU %u: MCE bank %u holds an error (status 0x%x) and this host has only %u banks", vcpu.index(),
+              bank.index(), bank.status(), banks_here));
+        }
+      }
+      auto* banks = mc->mutable_banks();
+      banks->erase(std::remove_if(banks->begin(), banks->end(),
+                                  [&](const v1::X86MachineCheckBank& b) { return b.index() >= banks_here; }),
+                   banks->end());
+      mc->set_mcg_cap(mcg_cap());
+    }
+    return x86::RestoreExceptionState(vcpu, trimmed, context_);
   }
 
   absl::Status InjectException(kvm::VcpuFd& vcpu, const ExceptionRequest& request) override {
