@@ -87,6 +87,7 @@ void Supervisor::Recover(v1::VmRecord record) {
   auto vm = std::make_shared<Vm>();
   {
     absl::MutexLock lock(&vm->mu);
+    vm->hidden = record.has_migration() && !record.migration().outgoing();
     vm->record = std::move(record);
     vm->phase = Phase::kGone;
   }
@@ -100,6 +101,11 @@ void Supervisor::Recover(v1::VmRecord record) {
     return;
   }
   absl::MutexLock lock(&vm->mu);
+  if (vm->record.has_migration() && vm->record.migration().commit_sent()) {
+    // Exactly once: the destination may run this VM; it stays as it is until settled.
+    Log("VM %s: migration %s to %s had sent Finish(commit): outcome to be settled with the destination", name,
+        vm->record.migration().migration_id(), vm->record.migration().peer());
+  }
   if (last_state == v1::VM_STOPPED || last_state == v1::VM_CRASHED) {
     // Already final: it stays so, now without a worker.
     if (pid != 0) {
@@ -154,7 +160,8 @@ absl::StatusOr<std::shared_ptr<Supervisor::Vm>> Supervisor::Reserve(const std::s
   return vm;
 }
 
-absl::StatusOr<v1::VmInfo> Supervisor::CreateVm(const v1::VmConfig& config, bool start) {
+absl::StatusOr<v1::VmInfo> Supervisor::CreateVm(const v1::VmConfig& requested, bool start) {
+  const v1::VmConfig config = ClampConfig(requested);
   absl::StatusOr<std::shared_ptr<Vm>> vm = Reserve(config.name());
   if (!vm.ok()) return vm.status();
   const std::string config_path = dir_->VmFile(config.name(), "config");
@@ -423,6 +430,7 @@ absl::StatusOr<std::shared_ptr<WorkerConnection>> Supervisor::Worker(const std::
   std::shared_ptr<Vm> vm = Find(name);
   if (vm == nullptr) return absl::NotFoundError(absl::StrFormat("no VM named '%s'", name));
   absl::MutexLock lock(&vm->mu);
+  if (vm->hidden) return absl::NotFoundError(absl::StrFormat("no VM named '%s' (an incoming migration)", name));
   switch (vm->phase) {
     case Phase::kLive:
       return vm->worker;
@@ -476,6 +484,7 @@ absl::StatusOr<v1::VmInfo> Supervisor::GetVm(const std::string& name) {
   std::shared_ptr<WorkerConnection> worker;
   {
     absl::MutexLock lock(&vm->mu);
+    if (vm->hidden) return absl::NotFoundError(absl::StrFormat("no VM named '%s' (an incoming migration)", name));
     if (vm->phase == Phase::kStarting) {
       return absl::UnavailableError(absl::StrFormat("VM %s is still being created", name));
     }
@@ -501,7 +510,7 @@ std::vector<v1::VmInfo> Supervisor::ListVms() {
   for (const auto& [name, vm] : vms) {
     {
       absl::MutexLock lock(&vm->mu);
-      if (vm->phase == Phase::kStarting) continue;
+      if (vm->phase == Phase::kStarting || vm->hidden) continue;
     }
     absl::StatusOr<v1::VmInfo> info = GetVm(name);
     if (info.ok()) {
@@ -529,18 +538,26 @@ std::vector<Supervisor::LiveVm> Supervisor::LiveVms() {
 absl::StatusOr<v1::VmInfo> Supervisor::StopVm(const std::string& name) {
   absl::StatusOr<std::shared_ptr<WorkerConnection>> worker = Worker(name);
   if (!worker.ok()) return worker.status();
-  std::shared_ptr<Vm> vm = Find(name);
+  return Stop(Find(name), *worker);
+}
+
+absl::StatusOr<v1::VmInfo> Supervisor::Stop(const std::shared_ptr<Vm>& vm,
+                                            const std::shared_ptr<WorkerConnection>& worker) {
   kvm::ScopedFd pidfd;
+  std::string name;
   {
     absl::MutexLock lock(&vm->mu);
-    if (vm->phase != Phase::kLive) return Worker(name).status();  // changed meanwhile
+    name = vm->record.name();
+    if (vm->phase != Phase::kLive) {  // changed meanwhile (Worker() would take vm->mu again)
+      return absl::FailedPreconditionError(absl::StrFormat("VM %s is being stopped or is gone already", name));
+    }
     vm->phase = Phase::kStopping;
     // A duplicate: the ExitWatcher may close the VM's own pidfd while we wait on ours.
     pidfd = kvm::ScopedFd(fcntl(vm->pidfd.get(), F_DUPFD_CLOEXEC, 0));
   }
   std::unique_ptr<grpc::ClientContext> context = WithDeadline(options_.worker_call_timeout);
   v1::VmInfo ignored;
-  grpc::Status rpc = (*worker)->stub->Shutdown(context.get(), v1::WorkerShutdownRequest(), &ignored);
+  grpc::Status rpc = worker->stub->Shutdown(context.get(), v1::WorkerShutdownRequest(), &ignored);
   if (!rpc.ok()) Log("VM %s: Shutdown RPC failed (%s); signalling the worker", name, rpc.error_message());
   if (pidfd.valid() && !WaitPidFdExit(pidfd.get(), rpc.ok() ? kShutdownGrace : absl::ZeroDuration())) {
     SignalPidFd(pidfd.get(), SIGTERM).IgnoreError();
@@ -553,6 +570,99 @@ absl::StatusOr<v1::VmInfo> Supervisor::StopVm(const std::string& name) {
   OnWorkerExit(vm);
   absl::MutexLock lock(&vm->mu);
   return InfoFromRecord(vm->record);
+}
+
+// ----------------------------------------------------------------------------- migration
+
+v1::VmConfig Supervisor::ClampConfig(v1::VmConfig config) const {
+  const uint32_t limit = options_.max_mce_banks;
+  if (limit != 0 && (config.mce_banks() == 0 || config.mce_banks() > limit)) config.set_mce_banks(limit);
+  return config;
+}
+
+absl::StatusOr<std::shared_ptr<WorkerConnection>> Supervisor::ReceiveVm(const v1::VmConfig& config,
+                                                                        std::vector<std::string> mode_args,
+                                                                        v1::MigrationJournal journal) {
+  absl::StatusOr<std::shared_ptr<Vm>> vm = Reserve(config.name());
+  if (!vm.ok()) return vm.status();
+  {
+    absl::MutexLock lock(&(*vm)->mu);
+    (*vm)->hidden = true;
+  }
+  const std::string config_path = dir_->VmFile(config.name(), "config");
+  std::string bytes;
+  if (!config.SerializeToString(&bytes)) return absl::InternalError("cannot serialise the VmConfig");
+  if (absl::Status written = WriteFileAtomically(config_path, bytes); !written.ok()) {
+    absl::MutexLock lock(&mu_);
+    vms_.erase(config.name());
+    return absl::Status(written.code(), absl::StrCat("writing the VM's config file: ", written.message()));
+  }
+  mode_args.insert(mode_args.begin(), {"--incoming_config_file", config_path});
+  v1::VmRecord base;
+  base.set_name(config.name());
+  *base.mutable_config() = config;
+  *base.mutable_migration() = std::move(journal);
+  absl::StatusOr<v1::VmInfo> info = Launch(*vm, std::move(base), std::move(mode_args));
+  if (!info.ok()) return info.status();
+  absl::MutexLock lock(&(*vm)->mu);
+  if ((*vm)->worker == nullptr) return absl::UnavailableError("the incoming worker exited at once");
+  return (*vm)->worker;
+}
+
+absl::StatusOr<std::pair<std::string, std::shared_ptr<WorkerConnection>>> Supervisor::Incoming(
+    const std::string& migration_id) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& [name, vm] : vms_) {
+    absl::MutexLock vm_lock(&vm->mu);
+    if (!vm->record.has_migration() || vm->record.migration().outgoing() ||
+        vm->record.migration().migration_id() != migration_id) {
+      continue;
+    }
+    if (vm->phase != Phase::kLive) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("migration %s: VM %s has no worker (%s)", migration_id, name, vm->record.error()));
+    }
+    return std::make_pair(name, vm->worker);
+  }
+  return absl::NotFoundError(absl::StrFormat("no incoming migration %s here", migration_id));
+}
+
+void Supervisor::CommitIncoming(const std::string& name) {
+  std::shared_ptr<Vm> vm = Find(name);
+  if (vm == nullptr) return;
+  absl::MutexLock lock(&vm->mu);
+  vm->hidden = false;
+  vm->record.mutable_migration()->set_phase(v1::MIGRATION_COMPLETED);
+  WriteRecord(*vm);
+}
+
+absl::Status Supervisor::RemoveVm(const std::string& name) {
+  std::shared_ptr<Vm> vm = Find(name);
+  if (vm == nullptr) return absl::OkStatus();
+  std::shared_ptr<WorkerConnection> worker;
+  {
+    absl::MutexLock lock(&vm->mu);
+    if (vm->phase == Phase::kLive) worker = vm->worker;
+  }
+  if (worker != nullptr) Stop(vm, worker).status().IgnoreError();
+  return DeleteVm(name).status();
+}
+
+absl::Status Supervisor::JournalMigration(const std::string& name, const v1::MigrationJournal& journal) {
+  std::shared_ptr<Vm> vm = Find(name);
+  if (vm == nullptr) return absl::NotFoundError(absl::StrFormat("no VM named '%s'", name));
+  absl::MutexLock lock(&vm->mu);
+  if (journal.migration_id().empty()) {
+    vm->record.clear_migration();
+  } else {
+    *vm->record.mutable_migration() = journal;
+  }
+  return journal_.Write(vm->record);
+}
+
+void Supervisor::Announce(const std::string& name, v1::VmRunState state, const std::string& reason) {
+  Log("VM %s: %s", name, reason);
+  PublishLifecycle(name, state, reason);
 }
 
 absl::StatusOr<v1::VmInfo> Supervisor::DeleteVm(const std::string& name) {

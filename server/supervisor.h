@@ -21,6 +21,12 @@
 // keeps STOPPED/CRASHED, or becomes CRASHED ("its worker is gone") when it was running.
 // Shutdown() leaves the workers running, for the next vexd.
 //
+// Migration (migration_service.h, migration_peer.h): a VM receiving an incoming migration is
+// hidden — not listed, no RPC forwarded to it — until CommitIncoming; its record carries the
+// migration (VmRecord.migration), so a restarted vexd still answers QueryIncoming and keeps it
+// hidden. An outgoing migration's phase is journalled in the same field (JournalMigration)
+// before each step the exactly-once rule depends on.
+//
 // Thread-safety: every public method is thread-safe. Locks: the VM table's lock before a
 // VM's lock, never the reverse; no lock is held across a worker RPC.
 #ifndef VEXSTATE_SERVER_SUPERVISOR_H_
@@ -29,6 +35,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -62,6 +69,8 @@ class Supervisor {
     absl::Duration ready_timeout = absl::Seconds(60);
     // Deadline of the RPCs vexd itself makes to a worker (GetStatus, Shutdown).
     absl::Duration worker_call_timeout = absl::Seconds(10);
+    // --max_mce_banks: a VM created or received here gets at most this many (0 = no limit).
+    uint32_t max_mce_banks = 0;
   };
 
   // Loads the journal of `dir` and re-attaches to the workers still alive (see above).
@@ -91,6 +100,27 @@ class Supervisor {
   // Forgets a STOPPED or CRASHED VM: its record, config, socket and log files.
   absl::StatusOr<v1::VmInfo> DeleteVm(const std::string& name);
 
+  // ---- migration
+  uint32_t max_mce_banks() const { return options_.max_mce_banks; }
+  // `config` with --max_mce_banks applied.
+  v1::VmConfig ClampConfig(v1::VmConfig config) const;
+  // Launches a hidden worker for an incoming migration (worker flags in `mode_args`).
+  absl::StatusOr<std::shared_ptr<WorkerConnection>> ReceiveVm(const v1::VmConfig& config,
+                                                              std::vector<std::string> mode_args,
+                                                              v1::MigrationJournal journal);
+  // The hidden VM receiving migration `migration_id`: its name and worker. NOT_FOUND if none.
+  absl::StatusOr<std::pair<std::string, std::shared_ptr<WorkerConnection>>> Incoming(const std::string& migration_id);
+  // The incoming VM runs: it is listed and served from now on.
+  void CommitIncoming(const std::string& name);
+  // Stops the VM's worker (if it still runs) and forgets the VM: record and files. Used for a
+  // discarded incoming VM and for a source VM that now runs on the destination.
+  absl::Status RemoveVm(const std::string& name);
+  // Writes `journal` into the VM's record; the error when the journal cannot be written (the
+  // caller must not take the step the record was meant to cover).
+  absl::Status JournalMigration(const std::string& name, const v1::MigrationJournal& journal);
+  // Publishes a lifecycle event of vexd's own (migration steps).
+  void Announce(const std::string& name, v1::VmRunState state, const std::string& reason);
+
   // The worker of VM `name`, for forwarding an RPC. NOT_FOUND for an unknown VM;
   // FAILED_PRECONDITION for one that is STOPPED, CRASHED (with the reason), or being
   // created or stopped.
@@ -119,6 +149,7 @@ class Supervisor {
     bool is_child ABSL_GUARDED_BY(mu) = false;
     uint64_t watch_id ABSL_GUARDED_BY(mu) = 0;
     std::unique_ptr<EventPump> pump ABSL_GUARDED_BY(mu);
+    bool hidden ABSL_GUARDED_BY(mu) = false;  // an incoming migration, not committed
   };
 
   Supervisor(const StateDir* dir, EventHub* hub, Options options);
@@ -139,6 +170,8 @@ class Supervisor {
   // Re-attaches to the worker named in a VM's record (at Start); the reason on failure.
   absl::Status Reattach(const std::shared_ptr<Vm>& vm);
   absl::StatusOr<v1::WorkerStatus> GetStatus(WorkerConnection& worker);
+  // StopVm's work, for any live VM (hidden ones included).
+  absl::StatusOr<v1::VmInfo> Stop(const std::shared_ptr<Vm>& vm, const std::shared_ptr<WorkerConnection>& worker);
   // The worker of `vm` has exited: reap it, record STOPPED or CRASHED, publish the change.
   // Idempotent; called by the ExitWatcher and by anyone who noticed first.
   void OnWorkerExit(const std::shared_ptr<Vm>& vm);

@@ -6,6 +6,7 @@
 //   vexd [--state_dir DIR] [--listen unix:PATH | --listen tcp:HOST:PORT ...]
 //        [--tokens FILE] [--worker_binary PATH]
 //        [--tls_cert PEM --tls_key PEM [--tls_client_ca PEM]] [--insecure_tcp]
+//        [--migration_listen tcp:HOST:PORT --migration_tls_dir DIR] [--max_mce_banks N]
 //
 // --state_dir: default /var/lib/vexstate for root, $XDG_RUNTIME_DIR/vexstate for other users
 //   (at most 34 bytes: VM sockets live in it). One vexd per state dir (flock on vexd.lock).
@@ -16,6 +17,13 @@
 //   <state_dir>/tokens, created with one random operator and one random viewer token.
 // --worker_binary: default vexd_worker next to vexd's own executable (or in worker/ beside
 //   it, as in Bazel's output tree).
+// --migration_listen: serve MigrationPeer (host-to-host live migration) there, with mutual TLS
+//   from --migration_tls_dir (tools/make_certs.sh: ca.pem, server.pem/.key, client.pem/.key; the
+//   client pair is used towards other vexds and by source workers). HOST is also where incoming
+//   migrations' workers listen for their data stream (port 0). MigrationService (on the normal
+//   listeners, operator role) migrates VMs away with the same TLS files.
+// --max_mce_banks: a VM created or received here gets at most N MCE banks, and the host
+//   capabilities this vexd reports to migration sources say N (0 = all the host offers).
 //
 // SIGTERM/SIGINT: stop serving and exit 0; the workers (and their VMs) keep running.
 #include <signal.h>
@@ -41,12 +49,15 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
+#include "migration/tls.h"
 #include "server/auth.h"
 #include "server/event_hub.h"
 #include "server/event_service.h"
 #include "server/exception_service.h"
 #include "server/listen.h"
 #include "server/logging.h"
+#include "server/migration_peer.h"
+#include "server/migration_service.h"
 #include "server/snapshot_service.h"
 #include "server/state_dir.h"
 #include "server/supervisor.h"
@@ -68,6 +79,11 @@ ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle: require client certificates signed by it on TCP listeners (mutual TLS)");
 ABSL_FLAG(bool, insecure_tcp, false, "allow plaintext TCP on non-loopback addresses (tokens travel in clear)");
 ABSL_FLAG(absl::Duration, worker_ready_timeout, absl::Seconds(60), "how long a new worker may take to be ready");
+ABSL_FLAG(std::string, migration_listen, "",
+          "tcp:HOST:PORT: serve MigrationPeer there with mutual TLS; incoming data streams listen on HOST");
+ABSL_FLAG(std::string, migration_tls_dir, "",
+          "directory of tools/make_certs.sh files for migration (ca.pem, server.pem/.key, client.pem/.key)");
+ABSL_FLAG(uint32_t, max_mce_banks, 0, "give VMs created or received here at most N MCE banks (0 = all)");
 ABSL_FLAG(uint64_t, event_history, vexstate::vexd::EventHub::kDefaultCapacity,
           "how many of the newest events vexd keeps for WatchEvents replay");
 
@@ -170,6 +186,7 @@ int Run(int argc, char** argv) {
         options.worker_binary);
   }
   options.ready_timeout = absl::GetFlag(FLAGS_worker_ready_timeout);
+  options.max_mce_banks = absl::GetFlag(FLAGS_max_mce_banks);
   EventHub hub(absl::GetFlag(FLAGS_event_history));
   absl::StatusOr<std::unique_ptr<Supervisor>> supervisor = Supervisor::Start(dir->get(), &hub, options);
   if (!supervisor.ok()) return Fail(supervisor.status());
@@ -178,12 +195,22 @@ int Run(int argc, char** argv) {
   ExceptionServiceImpl exception_service(&auth, supervisor->get());
   SnapshotServiceImpl snapshot_service(&auth, supervisor->get());
   EventServiceImpl event_service(&auth, &hub);
+  MigrationServiceImpl::Options migration_options;
+  migration_options.tls_dir = absl::GetFlag(FLAGS_migration_tls_dir);
+  MigrationServiceImpl migration_service(&auth, supervisor->get(), migration_options);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   builder.RegisterService(&vm_service);
   builder.RegisterService(&exception_service);
   builder.RegisterService(&snapshot_service);
   builder.RegisterService(&event_service);
+  builder.RegisterService(&migration_service);
+  absl::StatusOr<std::unique_ptr<MigrationPeerServer>> peer =
+      MigrationPeerServer::Start(absl::GetFlag(FLAGS_migration_listen), migration_options.tls_dir, supervisor->get());
+  if (!peer.ok()) {
+    (*supervisor)->Shutdown();
+    return Fail(peer.status());
+  }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr) {
     (*supervisor)->Shutdown();
@@ -210,6 +237,7 @@ int Run(int argc, char** argv) {
   server->GetHealthCheckService()->SetServingStatus(false);
   hub.Close();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (*peer != nullptr) (*peer)->Shutdown();
   (*supervisor)->Shutdown();
   for (const ListenAddress& address : addresses) {
     if (address.kind == ListenAddress::Kind::kUnix) unlink(address.unix_path.c_str());

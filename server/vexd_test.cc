@@ -25,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "server/testing/vexd_harness.h"
 #include "vexstate/v1/control.grpc.pb.h"
+#include "vexstate/v1/migration.grpc.pb.h"
 
 namespace vexstate::vexd {
 namespace {
@@ -220,7 +221,8 @@ bool ViewerMayCall(const std::string& method) {
 TEST_F(VexdTest, EveryMethodChecksTokenAndRole) {
   const std::vector<std::string> services = {
       v1::VmService::service_full_name(), v1::ExceptionService::service_full_name(),
-      v1::SnapshotService::service_full_name(), v1::EventService::service_full_name()};
+      v1::SnapshotService::service_full_name(), v1::EventService::service_full_name(),
+      v1::MigrationService::service_full_name()};
   int methods = 0;
   for (const std::string& service_name : services) {
     const google::protobuf::ServiceDescriptor* service =

@@ -100,6 +100,9 @@ grpc::Status VmServiceImpl::GetHostCapabilities(grpc::ServerContext* context,
       if (!kvm.ok()) return kvm.status();
       absl::StatusOr<v1::HostCapabilities> host = ProbeHost(*kvm);
       if (!host.ok()) return host.status();
+      // --max_mce_banks: what this host offers VMs is what it reports.
+      const uint32_t limit = supervisor_.max_mce_banks();
+      if (limit != 0 && host->mce_banks() > limit) host->set_mce_banks(limit);
       host_ = std::move(*host);
     }
     *response = *host_;

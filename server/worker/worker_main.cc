@@ -3,10 +3,16 @@
 //
 //   vexd_worker --socket=PATH --config_file=FILE [--name=NAME] [--start]
 //   vexd_worker --socket=PATH --restore_file=FILE [--name=NAME] [--allow_degrade] [--resume]
+//   vexd_worker --socket=PATH --incoming_config_file=FILE --migration_id=ID --data_listen=HOST:0
+//               --tls_dir=DIR [--name=NAME] [--allow_degrade]
 //
 // --config_file holds a binary vexstate.v1.VmConfig: a fresh VM, VM_CREATED until Resume (or
 // running at once with --start). --restore_file is a snapshot file: the VM saved in it,
-// VM_PAUSED until Resume (or running at once with --resume).
+// VM_PAUSED until Resume (or running at once with --resume). --incoming_config_file (a binary
+// VmConfig) makes the empty VM of an incoming live migration, VM_CREATED, and serves its
+// MigrationData stream on --data_listen with mutual TLS (tools/make_certs.sh files in
+// --tls_dir, "server" role); GetIncoming tells vexd the endpoint and the one-time token, and the
+// VM runs only after FinishIncoming(commit).
 //
 // Startup protocol, for vexd:
 //   success: "vexd-worker: ready <socket>" on stdout (flushed) once the server listens (and,
@@ -45,6 +51,8 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
+#include "migration/data_service.h"
+#include "migration/tls.h"
 #include "server/worker/read_file.h"
 #include "server/worker/socket_path.h"
 #include "server/worker/worker_service.h"
@@ -58,6 +66,11 @@ ABSL_FLAG(bool, allow_degrade, false,
           "with --restore_file: deliver what this host can and record what was dropped (default: refuse)");
 ABSL_FLAG(bool, start, false, "with --config_file: run the VM at once (default: VM_CREATED until Resume)");
 ABSL_FLAG(bool, resume, false, "with --restore_file: run the VM at once (default: VM_PAUSED until Resume)");
+ABSL_FLAG(std::string, incoming_config_file, "",
+          "binary vexstate.v1.VmConfig: the empty VM of an incoming live migration");
+ABSL_FLAG(std::string, migration_id, "", "with --incoming_config_file: the migration's id");
+ABSL_FLAG(std::string, data_listen, "", "with --incoming_config_file: HOST:PORT to serve MigrationData on");
+ABSL_FLAG(std::string, tls_dir, "", "with --incoming_config_file: ca.pem, server.pem and server.key");
 ABSL_FLAG(uint64_t, event_buffer, vexstate::worker::EventLog::kDefaultCapacity,
           "how many of the newest events the worker keeps for WatchEvents replay");
 
@@ -84,8 +97,21 @@ absl::Status CheckFlags(const std::vector<char*>& args) {
   if (absl::GetFlag(FLAGS_socket).empty()) return absl::InvalidArgumentError("--socket is required");
   const bool create = !absl::GetFlag(FLAGS_config_file).empty();
   const bool restore = !absl::GetFlag(FLAGS_restore_file).empty();
-  if (create == restore) {
-    return absl::InvalidArgumentError("give exactly one of --config_file (a new VM) and --restore_file (a snapshot)");
+  const bool incoming = !absl::GetFlag(FLAGS_incoming_config_file).empty();
+  if (int(create) + int(restore) + int(incoming) != 1) {
+    return absl::InvalidArgumentError(
+        "give exactly one of --config_file (a new VM), --restore_file (a snapshot) and --incoming_config_file (an "
+        "incoming migration)");
+  }
+  if (incoming) {
+    if (absl::GetFlag(FLAGS_migration_id).empty() || absl::GetFlag(FLAGS_data_listen).empty() ||
+        absl::GetFlag(FLAGS_tls_dir).empty()) {
+      return absl::InvalidArgumentError("--incoming_config_file needs --migration_id, --data_listen and --tls_dir");
+    }
+    if (absl::GetFlag(FLAGS_start) || absl::GetFlag(FLAGS_resume)) {
+      return absl::InvalidArgumentError("an incoming VM runs only when its migration commits: no --start/--resume");
+    }
+    return absl::OkStatus();
   }
   if (create && (absl::GetFlag(FLAGS_resume) || absl::GetFlag(FLAGS_allow_degrade))) {
     return absl::InvalidArgumentError(
@@ -104,7 +130,8 @@ absl::StatusOr<std::unique_ptr<WorkerVm>> StartVm() {
   if (!absl::GetFlag(FLAGS_restore_file).empty()) {
     return WorkerVm::Restore(absl::GetFlag(FLAGS_restore_file), name, absl::GetFlag(FLAGS_allow_degrade), capacity);
   }
-  const std::string path = absl::GetFlag(FLAGS_config_file);
+  const bool incoming = !absl::GetFlag(FLAGS_incoming_config_file).empty();
+  const std::string path = incoming ? absl::GetFlag(FLAGS_incoming_config_file) : absl::GetFlag(FLAGS_config_file);
   absl::StatusOr<std::string> bytes = ReadWholeFile(path, "config file");
   if (!bytes.ok()) return bytes.status();
   v1::VmConfig config;
@@ -112,7 +139,20 @@ absl::StatusOr<std::unique_ptr<WorkerVm>> StartVm() {
     return absl::InvalidArgumentError(absl::StrFormat("config file %s is not a binary vexstate.v1.VmConfig", path));
   }
   if (!name.empty()) config.set_name(name);
+  if (incoming) {
+    return WorkerVm::CreateIncoming(std::move(config), absl::GetFlag(FLAGS_migration_id),
+                                    absl::GetFlag(FLAGS_allow_degrade), capacity);
+  }
   return WorkerVm::Create(std::move(config), capacity);
+}
+
+// An incoming migration's MigrationData server (null for other workers).
+absl::StatusOr<std::unique_ptr<migration::DataServer>> StartDataServer(WorkerVm& worker) {
+  if (worker.incoming() == nullptr) return std::unique_ptr<migration::DataServer>();
+  absl::StatusOr<migration::TlsPem> tls =
+      migration::LoadTls(migration::TlsFilesIn(absl::GetFlag(FLAGS_tls_dir), "server"));
+  if (!tls.ok()) return tls.status();
+  return migration::DataServer::Start(absl::GetFlag(FLAGS_data_listen), *tls, worker.incoming());
 }
 
 // Set once, by the Shutdown RPC or a stop signal, whichever comes first.
@@ -184,6 +224,10 @@ int Run(int argc, char** argv) {
 
   ShutdownRequest shutdown;
   WorkerService service(worker->get(), [&shutdown] { shutdown.Request("stopped by request (Shutdown)"); });
+  // Declared after the worker: shut down before the destination it feeds is destroyed.
+  absl::StatusOr<std::unique_ptr<migration::DataServer>> data_server = StartDataServer(**worker);
+  if (!data_server.ok()) return Fail(data_server.status());
+  if (*data_server != nullptr) service.set_data_endpoint((*data_server)->endpoint());
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix:" + socket_path, grpc::InsecureServerCredentials());
   builder.RegisterService(&service);

@@ -3,6 +3,9 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "migration/data_service.h"
+#include "migration/tls.h"
 #include "server/worker/grpc_status.h"
 
 namespace vexstate::worker {
@@ -116,6 +119,89 @@ grpc::Status WorkerService::WatchEvents(grpc::ServerContext* context, const v1::
     if (batch.closed) return grpc::Status::OK;
   }
   return grpc::Status(grpc::StatusCode::CANCELLED, "event watch cancelled by the client");
+}
+
+// ----------------------------------------------------------------------------- migration
+
+grpc::Status WorkerService::BeginMigration(grpc::ServerContext*, const v1::WorkerStatusRequest*,
+                                           v1::MigrationRequirements* response) {
+  return Reply(worker_->BeginMigration(), response);
+}
+
+grpc::Status WorkerService::MigrateOut(grpc::ServerContext*, const v1::MigrateOutRequest* request,
+                                       grpc::ServerWriter<v1::MigrateOutUpdate>* writer) {
+  if (request->migration_id().empty() || request->data_endpoint().empty() || request->token().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "MigrateOut needs migration_id, data_endpoint and token");
+  }
+  absl::StatusOr<migration::TlsPem> tls = migration::LoadTls(migration::TlsFilesIn(request->tls_dir(), "client"));
+  if (!tls.ok()) return ToGrpcStatus(tls.status());
+  migration::SourceOptions options;
+  options.migration_id = request->migration_id();
+  options.token = request->token();
+  migration::ApplyRequest(request->request(), options);
+  // Called on Run's thread only; a vanished reader does not stop the migration (vexd settles it).
+  options.on_progress = [writer](const v1::MigrationProgress& progress) {
+    v1::MigrateOutUpdate update;
+    *update.mutable_progress() = progress;
+    writer->Write(update);
+  };
+  migration::SourceResult result;
+  absl::StatusOr<std::unique_ptr<migration::GrpcPacketSink>> sink =
+      migration::GrpcPacketSink::Open(request->data_endpoint(), *tls);
+  if (sink.ok()) {
+    result = worker_->MigrateOut(std::move(options), **sink, request->request().destination());
+  } else {
+    result.status = sink.status();  // nothing left this process: the VM never paused
+  }
+  v1::MigrateOutUpdate last;
+  v1::MigrateOutDone& done = *last.mutable_done();
+  done.set_code(static_cast<int>(result.status.code()));
+  done.set_message(std::string(result.status.message()));
+  done.set_final_state_sent(result.final_state_sent);
+  done.set_resumed_by_source(result.resumed_by_source);
+  done.set_paused_by_source(result.paused_by_source);
+  if (result.pause_time != absl::InfinitePast()) done.set_pause_unix_ns(absl::ToUnixNanos(result.pause_time));
+  if (result.end_time != absl::InfinitePast()) done.set_total_ms(absl::ToInt64Milliseconds(result.total()));
+  done.set_bytes_sent(result.bytes_sent);
+  done.set_rounds(result.precopy_rounds);
+  done.set_memory_sha256(result.memory_sha256);
+  writer->Write(last);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::CancelMigrateOut(grpc::ServerContext*, const v1::CancelMigrateOutRequest*,
+                                             v1::VmInfo* response) {
+  worker_->CancelMigrateOut();
+  *response = worker_->Info();
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::ConfirmMigrateOut(grpc::ServerContext*, const v1::ConfirmMigrateOutRequest* request,
+                                              v1::VmInfo* response) {
+  grpc::Status status = Reply(worker_->ConfirmMigrateOut(request->committed(), request->destination()), response);
+  // Committed: the VM runs on the destination and was stopped here; the worker's job is done.
+  if (status.ok() && request->committed() && on_shutdown_) on_shutdown_();
+  return status;
+}
+
+grpc::Status WorkerService::GetIncoming(grpc::ServerContext*, const v1::WorkerStatusRequest*,
+                                        v1::IncomingStatus* response) {
+  migration::MigrationDestination* incoming = worker_->incoming();
+  if (incoming == nullptr) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this worker has no incoming migration");
+  }
+  response->set_data_endpoint(data_endpoint_);
+  response->set_token(incoming->token());
+  for (const std::string& d : incoming->degradations()) response->add_degradations(d);
+  *response->mutable_describe() = incoming->Describe();
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::FinishIncoming(grpc::ServerContext*, const v1::FinishRequest* request,
+                                           v1::FinishResponse* response) {
+  grpc::Status status = Reply(worker_->FinishIncoming(request->commit()), response);
+  if (status.ok() && !request->commit() && on_shutdown_) on_shutdown_();
+  return status;
 }
 
 }  // namespace vexstate::worker

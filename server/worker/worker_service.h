@@ -13,11 +13,17 @@
 // Shutdown: stops the VM, answers with the final VmInfo, then calls `on_shutdown` (which must
 // only schedule the process's exit: it runs on the RPC thread before the answer is sent).
 //
+// Migration (worker.proto): MigrateOut loads the client TLS files of the request's tls_dir,
+// opens the data stream to the destination worker and streams progress, then one update with
+// `done` (what MigrationSource::Run left behind). FinishIncoming(commit = false) discards the
+// incoming VM and then calls `on_shutdown`, like Shutdown: a discarded worker has nothing left.
+//
 // Thread-safety: the service is called on gRPC's threads; WorkerVm serialises what it must.
 #ifndef VEXSTATE_SERVER_WORKER_WORKER_SERVICE_H_
 #define VEXSTATE_SERVER_WORKER_WORKER_SERVICE_H_
 
 #include <functional>
+#include <string>
 
 #include "absl/time/time.h"
 #include "server/worker/worker_vm.h"
@@ -61,12 +67,29 @@ class WorkerService final : public v1::VmWorker::Service {
   grpc::Status WatchEvents(grpc::ServerContext* context, const v1::WatchWorkerEventsRequest* request,
                            grpc::ServerWriter<v1::Event>* writer) override;
 
+  grpc::Status BeginMigration(grpc::ServerContext* context, const v1::WorkerStatusRequest* request,
+                              v1::MigrationRequirements* response) override;
+  grpc::Status MigrateOut(grpc::ServerContext* context, const v1::MigrateOutRequest* request,
+                          grpc::ServerWriter<v1::MigrateOutUpdate>* writer) override;
+  grpc::Status CancelMigrateOut(grpc::ServerContext* context, const v1::CancelMigrateOutRequest* request,
+                                v1::VmInfo* response) override;
+  grpc::Status ConfirmMigrateOut(grpc::ServerContext* context, const v1::ConfirmMigrateOutRequest* request,
+                                 v1::VmInfo* response) override;
+  grpc::Status GetIncoming(grpc::ServerContext* context, const v1::WorkerStatusRequest* request,
+                           v1::IncomingStatus* response) override;
+  grpc::Status FinishIncoming(grpc::ServerContext* context, const v1::FinishRequest* request,
+                              v1::FinishResponse* response) override;
+
+  // The incoming migration's data endpoint ("HOST:PORT"), for GetIncoming. Set before serving.
+  void set_data_endpoint(std::string endpoint) { data_endpoint_ = std::move(endpoint); }
+
  private:
   // How often a waiting WatchEvents checks whether its client has gone.
   static constexpr absl::Duration kCancelPoll = absl::Milliseconds(100);
 
   WorkerVm* const worker_;
   const std::function<void()> on_shutdown_;
+  std::string data_endpoint_;
 };
 
 }  // namespace vexstate::worker

@@ -78,6 +78,8 @@ WorkerVm::WorkerVm(v1::VmConfig config, size_t event_capacity)
 
 WorkerVm::~WorkerVm() { Stop("worker exiting"); }
 
+ExitHandler* WorkerVm::exit_handler() const { return devices_.get(); }
+
 absl::StatusOr<std::unique_ptr<WorkerVm>> WorkerVm::Create(v1::VmConfig config, size_t event_capacity) {
   if (config.name().empty()) return absl::InvalidArgumentError("VmConfig.name is empty: the VM needs a name");
   if (config.arch() == v1::ARCH_UNSPECIFIED) return absl::InvalidArgumentError("VmConfig.arch is not set");
@@ -179,6 +181,17 @@ void WorkerVm::SetState(v1::VmRunState state, const std::string& reason) {
 
 absl::Status WorkerVm::CheckUsable(absl::string_view what) const {
   absl::MutexLock lock(&state_mu_);
+  if (incoming_ != nullptr && vm_ == nullptr && state_ != v1::VM_STOPPED) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("VM \"%s\" is an incoming migration: it runs only after the migration commits: cannot %s",
+                        config_.name(), what));
+  }
+  // Exactly once (SPEC §4.1): the destination may hold this VM's final state.
+  if (migration_hold_) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("VM \"%s\" was migrated to %s and is held paused until the destination settles it: cannot %s",
+                        config_.name(), hold_destination_, what));
+  }
   if (state_ == v1::VM_STOPPED || vm_ == nullptr) {
     return absl::FailedPreconditionError(absl::StrFormat("VM \"%s\" is stopped: cannot %s", config_.name(), what));
   }

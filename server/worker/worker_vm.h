@@ -16,6 +16,16 @@
 // Events (events()): a lifecycle event for every state change, an injection event for every
 // accepted injection or exception-state write, and every line the guest reports.
 //
+// Live migration (worker_vm_migration.cc; exactly-once rule: proto/vexstate/v1/migration.proto):
+//  * source: BeginMigration reads the VM's requirements; MigrateOut runs MigrationSource under
+//    the operation lock (no other operation interleaves). Once the final state has left, the VM
+//    is held: paused, and every operation that could run or change it is refused until
+//    ConfirmMigrateOut says how the destination settled it (committed: the VM stops here;
+//    discarded: it resumes here if MigrateOut paused it).
+//  * destination: CreateIncoming makes a VM_CREATED worker around a MigrationDestination (its
+//    data stream is served by a DataServer the caller starts on incoming()); the VM runs only
+//    in FinishIncoming(commit).
+//
 // Thread-safety: every method is thread-safe. Operations are serialised (one at a time), so a
 // pause_around sequence is never interleaved with another request; Info() and events() never
 // wait for an operation.
@@ -33,6 +43,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "migration/destination.h"
+#include "migration/packet_sink.h"
+#include "migration/source.h"
 #include "server/worker/event_log.h"
 #include "vexstate/v1/control.pb.h"
 #include "vexstate/v1/host.pb.h"
@@ -56,6 +69,11 @@ class WorkerVm {
   static absl::StatusOr<std::unique_ptr<WorkerVm>> Restore(const std::string& path, const std::string& name,
                                                            bool allow_degrade,
                                                            size_t event_capacity = EventLog::kDefaultCapacity);
+
+  // An incoming migration's empty VM (VM_CREATED, never run before FinishIncoming(commit)).
+  static absl::StatusOr<std::unique_ptr<WorkerVm>> CreateIncoming(v1::VmConfig config, const std::string& migration_id,
+                                                                  bool allow_degrade,
+                                                                  size_t event_capacity = EventLog::kDefaultCapacity);
 
   ~WorkerVm();
 
@@ -96,10 +114,25 @@ class WorkerVm {
   // DONE (a second write would replace it before the guest saw it).
   absl::StatusOr<v1::GuestCommandResponse> SendGuestCommand(const v1::GuestCommandRequest& request);
 
+  // ---- migration, source side
+  absl::StatusOr<v1::MigrationRequirements> BeginMigration();
+  // `destination` names the peer in lifecycle reasons. Cancel with CancelMigrateOut.
+  migration::SourceResult MigrateOut(migration::SourceOptions options, migration::PacketSink& sink,
+                                     const std::string& destination);
+  void CancelMigrateOut();
+  absl::StatusOr<v1::VmInfo> ConfirmMigrateOut(bool committed, const std::string& destination);
+
+  // ---- migration, destination side (CreateIncoming workers only)
+  // The destination the data stream feeds (null unless created by CreateIncoming).
+  migration::MigrationDestination* incoming() { return incoming_.get(); }
+  absl::StatusOr<v1::FinishResponse> FinishIncoming(bool commit);
+
  private:
   class Devices;
 
   WorkerVm(v1::VmConfig config, size_t event_capacity);
+  // devices_ as what the VM calls (Devices is defined in worker_vm.cc).
+  ExitHandler* exit_handler() const;
 
   // Records a state change and its lifecycle event. CRASHED and STOPPED are final: only
   // STOPPED may follow CRASHED.
@@ -145,6 +178,14 @@ class WorkerVm {
   uint64_t done_reports_ ABSL_GUARDED_BY(state_mu_) = 0;
   bool freeze_requested_ ABSL_GUARDED_BY(state_mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(state_mu_) = false;
+  // Set while the final state of an outgoing migration may be on the destination (see above).
+  bool migration_hold_ ABSL_GUARDED_BY(state_mu_) = false;
+  bool resume_after_discard_ ABSL_GUARDED_BY(state_mu_) = false;
+  std::string hold_destination_ ABSL_GUARDED_BY(state_mu_);
+
+  absl::Mutex outgoing_mu_;  // taken alone, so that CancelMigrateOut never waits for op_mu_
+  migration::MigrationSource* outgoing_ ABSL_GUARDED_BY(outgoing_mu_) = nullptr;
+  bool cancel_requested_ ABSL_GUARDED_BY(outgoing_mu_) = false;
 
   // Lock order: stop_mu_, then op_mu_, then state_mu_ (vCPU threads take state_mu_ only).
   absl::Mutex stop_mu_;
@@ -156,6 +197,9 @@ class WorkerVm {
   WitnessConsole console_;
   std::unique_ptr<Devices> devices_;
   std::unique_ptr<Vm> vm_ ABSL_GUARDED_BY(op_mu_);
+  // Incoming migration (holds the VM until commit; destroyed before devices_). Set once, in
+  // CreateIncoming, before the worker is shared: read without a lock.
+  std::unique_ptr<migration::MigrationDestination> incoming_;
   std::thread freezer_;
 };
 

@@ -1,0 +1,405 @@
+#include "server/migration_service.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "migration/tls.h"
+#include "migration/token.h"
+#include "server/service_util.h"
+
+namespace vexstate::vexd {
+namespace {
+
+std::unique_ptr<grpc::ClientContext> WithDeadline(absl::Duration timeout) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  return context;
+}
+
+bool Settled(v1::MigrationPhase phase) {
+  return phase == v1::MIGRATION_COMPLETED || phase == v1::MIGRATION_FAILED || phase == v1::MIGRATION_CANCELLED;
+}
+
+}  // namespace
+
+// One MigrateVm call: the phases of the header comment, on the handler's thread.
+class MigrationServiceImpl::Run {
+ public:
+  Run(MigrationServiceImpl* service, const v1::MigrateVmRequest& request, std::shared_ptr<Active> active,
+      grpc::ServerWriter<v1::MigrationProgress>* writer)
+      : service_(*service),
+        request_(request),
+        vm_(request.vm()),
+        active_(std::move(active)),
+        writer_(writer),
+        start_(absl::Now()) {
+    id_ = active_->status.migration_id();
+  }
+
+  v1::MigrationResult Go();
+
+ private:
+  v1::MigrationResult Fail(v1::MigrationPhase outcome, const std::string& error);
+  void Progress(v1::MigrationPhase phase);
+  void Forward(v1::MigrationProgress progress);
+  bool Cancelled();
+  absl::StatusOr<v1::FinishResponse> Finish(bool commit);
+  // The destination's verdict on this migration: Finish's answer, or QueryIncoming's until it
+  // is settled or settle_timeout passed. NotFound/Unavailable... when nobody could say.
+  absl::StatusOr<v1::FinishResponse> Settle(bool commit);
+  absl::Status Journal(v1::MigrationPhase phase, bool commit_sent);
+  absl::Status Confirm(bool committed);
+  v1::MigrationResult AfterFinalState(const v1::MigrateOutDone& done);
+
+  MigrationServiceImpl& service_;
+  const v1::MigrateVmRequest& request_;
+  const std::string vm_;
+  std::shared_ptr<Active> active_;
+  grpc::ServerWriter<v1::MigrationProgress>* const writer_;
+  const absl::Time start_;
+  std::string id_;
+  std::unique_ptr<v1::MigrationPeer::Stub> peer_;
+  v1::PrepareResponse prepared_;
+  v1::MigrateOutDone done_;
+};
+
+void MigrationServiceImpl::Run::Forward(v1::MigrationProgress progress) {
+  progress.set_migration_id(id_);
+  {
+    absl::MutexLock lock(&service_.mu_);
+    *active_->status.mutable_last_progress() = progress;
+    active_->status.set_phase(progress.phase());
+  }
+  writer_->Write(progress);  // a vanished orchestrator does not stop the migration
+}
+
+void MigrationServiceImpl::Run::Progress(v1::MigrationPhase phase) {
+  v1::MigrationProgress progress;
+  progress.set_phase(phase);
+  Forward(std::move(progress));
+}
+
+bool MigrationServiceImpl::Run::Cancelled() {
+  absl::MutexLock lock(&service_.mu_);
+  return active_->cancelled;
+}
+
+v1::MigrationResult MigrationServiceImpl::Run::Fail(v1::MigrationPhase outcome, const std::string& error) {
+  v1::MigrationResult result;
+  result.set_outcome(outcome);
+  result.set_error(error);
+  result.set_destination(request_.destination());
+  result.set_total_ms(absl::ToInt64Milliseconds(absl::Now() - start_));
+  result.set_bytes_sent(done_.bytes_sent());
+  result.set_rounds(done_.rounds());
+  absl::StatusOr<v1::VmInfo> info = service_.supervisor_.GetVm(vm_);
+  service_.supervisor_.Announce(vm_, info.ok() ? info->state() : v1::VM_RUN_STATE_UNSPECIFIED,
+                                absl::StrCat("migration ", outcome == v1::MIGRATION_CANCELLED ? "cancelled" : "failed",
+                                             " (", id_, " to ", request_.destination(), "): ", error));
+  return result;
+}
+
+absl::Status MigrationServiceImpl::Run::Journal(v1::MigrationPhase phase, bool commit_sent) {
+  v1::MigrationJournal journal;
+  if (phase != v1::MIGRATION_PHASE_UNSPECIFIED) {
+    journal.set_migration_id(id_);
+    journal.set_outgoing(true);
+    journal.set_peer(request_.destination());
+    journal.set_phase(phase);
+    journal.set_commit_sent(commit_sent);
+  }
+  return service_.supervisor_.JournalMigration(vm_, journal);
+}
+
+absl::StatusOr<v1::FinishResponse> MigrationServiceImpl::Run::Finish(bool commit) {
+  std::unique_ptr<grpc::ClientContext> context = WithDeadline(service_.options_.peer_call_timeout);
+  v1::FinishRequest request;
+  request.set_migration_id(id_);
+  request.set_commit(commit);
+  v1::FinishResponse response;
+  grpc::Status rpc = peer_->Finish(context.get(), request, &response);
+  if (!rpc.ok()) return worker::FromGrpcStatus(rpc);
+  return response;
+}
+
+absl::StatusOr<v1::FinishResponse> MigrationServiceImpl::Run::Settle(bool commit) {
+  absl::StatusOr<v1::FinishResponse> answer = Finish(commit);
+  const absl::Time give_up = absl::Now() + service_.options_.settle_timeout;
+  while (!(answer.ok() && Settled(answer->phase())) && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(500));
+    std::unique_ptr<grpc::ClientContext> context = WithDeadline(service_.options_.peer_call_timeout);
+    v1::QueryIncomingRequest query;
+    query.set_migration_id(id_);
+    v1::FinishResponse response;
+    grpc::Status rpc = peer_->QueryIncoming(context.get(), query, &response);
+    answer = rpc.ok() ? absl::StatusOr<v1::FinishResponse>(response) : worker::FromGrpcStatus(rpc);
+    // Verified but not yet told: say it again.
+    if (answer.ok() && !Settled(answer->phase())) answer = Finish(commit);
+  }
+  if (answer.ok() && !Settled(answer->phase())) {
+    return absl::DeadlineExceededError(
+        absl::StrFormat("the destination still reports phase %s", v1::MigrationPhase_Name(answer->phase())));
+  }
+  return answer;
+}
+
+absl::Status MigrationServiceImpl::Run::Confirm(bool committed) {
+  std::unique_ptr<grpc::ClientContext> context = WithDeadline(service_.options_.worker_call_timeout);
+  v1::ConfirmMigrateOutRequest request;
+  request.set_committed(committed);
+  request.set_destination(request_.destination());
+  v1::VmInfo info;
+  grpc::Status rpc = active_->worker->stub->ConfirmMigrateOut(context.get(), request, &info);
+  if (!rpc.ok()) return worker::FromGrpcStatus(rpc);
+  if (!committed) service_.supervisor_.Observe(vm_, info);
+  return absl::OkStatus();
+}
+
+v1::MigrationResult MigrationServiceImpl::Run::Go() {
+  const std::string& destination = request_.destination();
+  absl::StatusOr<v1::VmInfo> before = service_.supervisor_.GetVm(vm_);
+  service_.supervisor_.Announce(vm_, before.ok() ? before->state() : v1::VM_RUN_STATE_UNSPECIFIED,
+                                absl::StrCat("migrating to ", destination, " (migration ", id_, ")"));
+  // Begin.
+  Progress(v1::MIGRATION_BEGIN);
+  v1::MigrationRequirements requirements;
+  {
+    std::unique_ptr<grpc::ClientContext> context = WithDeadline(service_.options_.worker_call_timeout);
+    grpc::Status rpc = active_->worker->stub->BeginMigration(context.get(), v1::WorkerStatusRequest(), &requirements);
+    if (!rpc.ok()) return Fail(v1::MIGRATION_FAILED, absl::StrCat("Begin: ", rpc.error_message()));
+  }
+  // Prepare: the destination checks compatibility before anything here pauses.
+  Progress(v1::MIGRATION_PREPARE);
+  absl::StatusOr<migration::TlsPem> tls =
+      migration::LoadTls(migration::TlsFilesIn(service_.options_.tls_dir, "client"));
+  if (!tls.ok()) return Fail(v1::MIGRATION_FAILED, std::string(tls.status().message()));
+  peer_ = v1::MigrationPeer::NewStub(
+      grpc::CreateChannel(destination.substr(std::string("tcp:").size()), migration::ClientTlsCredentials(*tls)));
+  {
+    v1::PrepareRequest prepare;
+    prepare.set_migration_id(id_);
+    prepare.set_vm_name(request_.destination_name().empty() ? vm_ : request_.destination_name());
+    *prepare.mutable_requirements() = requirements;
+    prepare.set_allow_degrade(request_.allow_degrade());
+    std::unique_ptr<grpc::ClientContext> context = WithDeadline(service_.options_.prepare_timeout);
+    grpc::Status rpc = peer_->Prepare(context.get(), prepare, &prepared_);
+    if (!rpc.ok()) {
+      return Fail(v1::MIGRATION_FAILED,
+                  absl::StrCat("the destination refused (Prepare): ",
+                               absl::StatusCodeToString(static_cast<absl::StatusCode>(rpc.error_code())), ": ",
+                               rpc.error_message()));
+    }
+  }
+  // Perform. Cancellation up to here needs no worker: tell the destination and stop.
+  {
+    absl::MutexLock lock(&service_.mu_);
+    active_->status.set_phase(v1::MIGRATION_PRECOPY);  // from now on CancelMigration reaches the worker
+  }
+  if (Cancelled() || !Journal(v1::MIGRATION_PRECOPY, false).ok()) {
+    Settle(false).IgnoreError();
+    Journal(v1::MIGRATION_PHASE_UNSPECIFIED, false).IgnoreError();
+    return Fail(Cancelled() ? v1::MIGRATION_CANCELLED : v1::MIGRATION_FAILED, "cancelled before the transfer");
+  }
+  {
+    v1::MigrateOutRequest out;
+    out.set_migration_id(id_);
+    *out.mutable_request() = request_;
+    out.set_data_endpoint(prepared_.data_endpoint());
+    out.set_token(prepared_.token());
+    out.set_tls_dir(service_.options_.tls_dir);
+    grpc::ClientContext context;
+    const uint32_t timeout_ms = request_.timeout_ms() != 0 ? request_.timeout_ms() : 10 * 60 * 1000;
+    context.set_deadline(absl::ToChronoTime(start_ + absl::Milliseconds(timeout_ms)));
+    std::unique_ptr<grpc::ClientReader<v1::MigrateOutUpdate>> reader = active_->worker->stub->MigrateOut(&context, out);
+    v1::MigrateOutUpdate update;
+    bool got_done = false;
+    while (reader->Read(&update)) {
+      if (update.has_done()) {
+        done_ = update.done();
+        got_done = true;
+      } else {
+        Forward(update.progress());
+      }
+    }
+    grpc::Status rpc = reader->Finish();
+    if (!got_done) {
+      // The worker's verdict was lost: it may have sent the final state. Treat it as sent.
+      done_.set_code(rpc.ok() ? static_cast<int>(absl::StatusCode::kUnknown) : rpc.error_code());
+      done_.set_message(absl::StrCat("MigrateOut ended without a result: ", rpc.error_message()));
+      done_.set_final_state_sent(true);
+    }
+  }
+  if (done_.code() != 0 && !done_.final_state_sent()) {
+    // Exactly once: the final state never left the source worker, so the destination cannot
+    // run the VM; the worker already resumed it (if it had paused it). Clean up there.
+    Settle(false).IgnoreError();
+    Journal(v1::MIGRATION_PHASE_UNSPECIFIED, false).IgnoreError();
+    return Fail(Cancelled() ? v1::MIGRATION_CANCELLED : v1::MIGRATION_FAILED, done_.message());
+  }
+  return AfterFinalState(done_);
+}
+
+v1::MigrationResult MigrationServiceImpl::Run::AfterFinalState(const v1::MigrateOutDone& done) {
+  const std::string& destination = request_.destination();
+  bool commit = done.code() == 0;
+  if (commit) {
+    absl::MutexLock lock(&service_.mu_);
+    if (active_->cancelled) {
+      commit = false;
+    } else {
+      active_->commit_sent = true;  // CancelMigration is refused from here on
+    }
+  }
+  // Exactly once: commit_sent is durable before Finish(commit) can reach the destination; a
+  // journal that cannot be written turns the commit into a discard.
+  if (commit && !Journal(v1::MIGRATION_FINISH, /*commit_sent=*/true).ok()) commit = false;
+  Progress(v1::MIGRATION_FINISH);
+  absl::StatusOr<v1::FinishResponse> verdict = Settle(commit);
+  const absl::Time finished = absl::Now();
+  if (!verdict.ok()) {
+    // Nobody can say whether the destination runs the VM: never risk running it twice.
+    return Fail(
+        v1::MIGRATION_FAILED,
+        absl::StrCat("outcome unknown: source kept paused (migration ", id_, "; the destination did not settle ",
+                     commit ? "Finish(commit)" : "Finish(discard)", ": ", verdict.status().message(), ")"));
+  }
+  Progress(v1::MIGRATION_CONFIRM);
+  if (verdict->phase() != v1::MIGRATION_COMPLETED) {
+    // The destination confirmed it discarded its copy: the VM may run here again.
+    if (absl::Status s = Confirm(/*committed=*/false); !s.ok()) {
+      return Fail(v1::MIGRATION_FAILED, absl::StrCat("destination discarded, but resuming here failed: ", s.message()));
+    }
+    Journal(v1::MIGRATION_PHASE_UNSPECIFIED, false).IgnoreError();
+    const bool cancelled = Cancelled();
+    return Fail(cancelled ? v1::MIGRATION_CANCELLED : v1::MIGRATION_FAILED,
+                done.code() != 0 ? done.message() : "the destination could not commit the VM");
+  }
+  // COMPLETED: the VM runs on the destination; stop and forget it here.
+  Confirm(/*committed=*/true).IgnoreError();
+  service_.supervisor_.RemoveVm(vm_).IgnoreError();
+  service_.supervisor_.Announce(vm_, v1::VM_STOPPED,
+                                absl::StrCat("migrated to ", destination, " (migration ", id_, ")"));
+  v1::MigrationResult result;
+  result.set_outcome(v1::MIGRATION_COMPLETED);
+  result.set_destination(destination);
+  result.set_total_ms(absl::ToInt64Milliseconds(finished - start_));
+  if (done.pause_unix_ns() != 0) {
+    result.set_downtime_ms(absl::ToInt64Milliseconds(finished - absl::FromUnixNanos(done.pause_unix_ns())));
+  }
+  result.set_bytes_sent(done.bytes_sent());
+  result.set_rounds(done.rounds());
+  for (const std::string& d : prepared_.degradations()) result.add_degradations(d);
+  for (const std::string& d : verdict->degradations()) {
+    if (std::find(result.degradations().begin(), result.degradations().end(), d) == result.degradations().end()) {
+      result.add_degradations(d);
+    }
+  }
+  result.set_memory_sha256(verdict->memory_sha256());
+  return result;
+}
+
+// ----------------------------------------------------------------------------- handlers
+
+grpc::Status MigrationServiceImpl::MigrateVm(grpc::ServerContext* context, const v1::MigrateVmRequest* request,
+                                             grpc::ServerWriter<v1::MigrationProgress>* writer) {
+  return Guarded(auth_, context, Role::kOperator, [&]() -> absl::Status {
+    if (request->vm().empty()) return absl::InvalidArgumentError("MigrateVm: vm is empty");
+    if (!absl::StartsWith(request->destination(), "tcp:") || request->destination().size() <= 4) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "MigrateVm: destination '%s' must be tcp:HOST:PORT (the destination vexd's --migration_listen)",
+          request->destination()));
+    }
+    if (options_.tls_dir.empty()) {
+      return absl::FailedPreconditionError("this vexd has no --migration_tls_dir: it cannot migrate VMs");
+    }
+    absl::StatusOr<std::shared_ptr<WorkerConnection>> worker = supervisor_.Worker(request->vm());
+    if (!worker.ok()) return worker.status();
+    absl::StatusOr<std::string> random = migration::NewToken();
+    if (!random.ok()) return random.status();
+    auto active = std::make_shared<Active>();
+    active->worker = *worker;
+    active->status.set_vm(request->vm());
+    active->status.set_migration_id(absl::BytesToHexString(random->substr(0, 8)));
+    active->status.set_phase(v1::MIGRATION_BEGIN);
+    {
+      absl::MutexLock lock(&mu_);
+      if (!active_.emplace(request->vm(), active).second) {
+        return absl::AlreadyExistsError(absl::StrFormat("VM %s is already being migrated", request->vm()));
+      }
+    }
+    v1::MigrationResult result = Run(this, *request, active, writer).Go();
+    v1::MigrationProgress last;
+    {
+      absl::MutexLock lock(&mu_);
+      last = active->status.last_progress();
+      last.set_migration_id(active->status.migration_id());
+      last.set_phase(result.outcome());
+      *last.mutable_result() = result;
+      active->status.set_phase(result.outcome());
+      *active->status.mutable_last_progress() = last;
+      last_[request->vm()] = active->status;
+      active_.erase(request->vm());
+    }
+    writer->Write(last);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status MigrationServiceImpl::CancelMigration(grpc::ServerContext* context,
+                                                   const v1::CancelMigrationRequest* request,
+                                                   v1::MigrationStatus* response) {
+  return Guarded(auth_, context, Role::kOperator, [&]() -> absl::Status {
+    std::shared_ptr<Active> active;
+    bool reach_worker = false;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = active_.find(request->vm());
+      if (it == active_.end()) {
+        return absl::NotFoundError(absl::StrFormat("no migration of VM '%s' is in progress", request->vm()));
+      }
+      active = it->second;
+      // Exactly once: after Finish(commit) was sent, only the destination's answer decides.
+      if (active->commit_sent) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "migration %s of VM %s is past its commit point (Finish(commit) sent): it can no longer be cancelled",
+            active->status.migration_id(), request->vm()));
+      }
+      active->cancelled = true;
+      reach_worker = active->status.phase() >= v1::MIGRATION_PRECOPY;
+      *response = active->status;
+    }
+    if (reach_worker) {
+      std::unique_ptr<grpc::ClientContext> call = WithDeadline(options_.worker_call_timeout);
+      v1::VmInfo ignored;
+      grpc::Status rpc = active->worker->stub->CancelMigrateOut(call.get(), v1::CancelMigrateOutRequest(), &ignored);
+      if (!rpc.ok()) return worker::FromGrpcStatus(rpc);
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status MigrationServiceImpl::QueryMigration(grpc::ServerContext* context,
+                                                  const v1::QueryMigrationRequest* request,
+                                                  v1::MigrationStatus* response) {
+  return Guarded(auth_, context, Role::kOperator, [&]() -> absl::Status {
+    absl::MutexLock lock(&mu_);
+    if (auto it = active_.find(request->vm()); it != active_.end()) {
+      *response = it->second->status;
+      return absl::OkStatus();
+    }
+    if (auto it = last_.find(request->vm()); it != last_.end()) {
+      *response = it->second;
+      return absl::OkStatus();
+    }
+    return absl::NotFoundError(absl::StrFormat("VM '%s' has not been migrated by this vexd", request->vm()));
+  });
+}
+
+}  // namespace vexstate::vexd
