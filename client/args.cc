@@ -259,7 +259,7 @@ std::string UsageText() {
   std::string text = absl::StrCat(
       "usage: vexctl [FLAGS] COMMAND [ARGS]\n\n",
       Wrap("Talks to vexd, the vexstate host daemon: VMs, their pending "
-           "exceptions, snapshots, events.",
+           "exceptions, snapshots, events, live migration.",
            ""),
       "\nCommands:\n");
   for (const CommandSpec& command : Commands()) {
@@ -278,10 +278,12 @@ std::string UsageText() {
            "--flag=value works too.",
            "--json prints each response as one JSON object on one line (proto "
            "field names, every field, enums by name, 64-bit integers as "
-           "strings); events print one object per line.",
+           "strings); events and migrate's progress messages print one object "
+           "per line.",
            "Exit status: 0 success; 1 the call failed, with \"vexctl: CODE: "
            "message\" on stderr (CODE is the gRPC status name, e.g. "
-           "NOT_FOUND); 2 usage error.",
+           "NOT_FOUND), or a migration ended other than COMPLETED; 2 usage "
+           "error.",
        }) {
     absl::StrAppend(&text, "\n", Wrap(paragraph, ""));
   }

@@ -1,5 +1,6 @@
 #include "client/client.h"
 
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -12,6 +13,9 @@
 
 namespace vexstate::client {
 namespace {
+
+// MigrateVmRequest.timeout_ms = 0 means this on vexd's side (migration.proto).
+constexpr absl::Duration kDefaultMigrationTimeout = absl::Minutes(10);
 
 // Cancels a call once no Touch() has come for `idle` while the channel is
 // connected (a call still waiting for its connection is left to fail on its
@@ -166,7 +170,8 @@ VexClient::VexClient(std::shared_ptr<grpc::Channel> channel, std::string token,
       vm_(v1::VmService::NewStub(channel_)),
       exception_(v1::ExceptionService::NewStub(channel_)),
       snapshot_(v1::SnapshotService::NewStub(channel_)),
-      event_(v1::EventService::NewStub(channel_)) {}
+      event_(v1::EventService::NewStub(channel_)),
+      migration_(v1::MigrationService::NewStub(channel_)) {}
 
 VexClient::~VexClient() = default;
 
@@ -330,6 +335,41 @@ absl::Status VexClient::WatchEvents(
     return absl::OkStatus();
   }
   return FromGrpcStatus(status);
+}
+
+absl::StatusOr<v1::MigrationResult> VexClient::MigrateVm(
+    const v1::MigrateVmRequest& request,
+    const std::function<void(const v1::MigrationProgress&)>& on_progress)
+    const {
+  const absl::Duration migration_timeout =
+      request.timeout_ms() != 0 ? absl::Milliseconds(request.timeout_ms())
+                                : kDefaultMigrationTimeout;
+  std::unique_ptr<grpc::ClientContext> context =
+      NewContext(deadline_ + migration_timeout);
+  std::unique_ptr<grpc::ClientReader<v1::MigrationProgress>> reader =
+      migration_->MigrateVm(context.get(), request);
+  v1::MigrationProgress progress;
+  std::optional<v1::MigrationResult> result;
+  while (reader->Read(&progress)) {
+    on_progress(progress);
+    if (progress.has_result()) result = progress.result();
+  }
+  grpc::Status status = reader->Finish();
+  if (result.has_value()) return *std::move(result);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return absl::UnknownError("vexd ended the migration stream without a result");
+}
+
+absl::StatusOr<v1::MigrationStatus> VexClient::CancelMigration(
+    const v1::CancelMigrationRequest& request) const {
+  return Unary(migration_.get(), &v1::MigrationService::Stub::CancelMigration,
+               request, deadline_);
+}
+
+absl::StatusOr<v1::MigrationStatus> VexClient::QueryMigration(
+    const v1::QueryMigrationRequest& request) const {
+  return Unary(migration_.get(), &v1::MigrationService::Stub::QueryMigration,
+               request, deadline_);
 }
 
 }  // namespace vexstate::client

@@ -1,5 +1,5 @@
-// VexClient: the C++ client of one vexd (proto/vexstate/v1/control.proto), for
-// orchestrators and for vexctl.
+// VexClient: the C++ client of one vexd (proto/vexstate/v1/control.proto and
+// the MigrationService of migration.proto), for orchestrators and for vexctl.
 //
 //   ConnectOptions options;
 //   options.target = "tcp:host1:7443";  // empty: the local vexd
@@ -17,8 +17,8 @@
 //    codes as google.rpc.Code does).
 //  - Every call carries "authorization: Bearer <token>" metadata when a token
 //    is set (ConnectOptions), and the deadline from ConnectOptions
-//    (SendGuestCommand adds the request's wait_ms to it; WatchEvents has
-//    none).
+//    (SendGuestCommand adds the request's wait_ms to it, MigrateVm the
+//    migration's own timeout; WatchEvents has none).
 //  - Connect does not wait for the server: an unreachable vexd shows up as
 //    UNAVAILABLE on the first call.
 //  - Thread-safety: every method is const and may be called concurrently from
@@ -42,6 +42,7 @@
 #include "absl/time/time.h"
 #include "client/connect_options.h"
 #include "vexstate/v1/control.grpc.pb.h"
+#include "vexstate/v1/migration.grpc.pb.h"
 
 namespace vexstate::client {
 
@@ -148,6 +149,23 @@ class VexClient {
       const std::function<bool(const v1::Event&)>& on_event,
       const WatchOptions& options = {}) const;
 
+  // MigrationService. MigrateVm blocks, calling `on_progress` on the calling
+  // thread for each progress message in order (the last one carries the result
+  // too), and returns the result of the final message: a FAILED or CANCELLED
+  // migration is a result, not an error. Errors: the stream's status when vexd
+  // ends it without a result (e.g. FAILED_PRECONDITION for a refusal before the
+  // migration started, UNAVAILABLE), UNKNOWN when it ends OK without one. The
+  // deadline is ConnectOptions' plus the request's timeout_ms (0: vexd's
+  // default, 10 min).
+  absl::StatusOr<v1::MigrationResult> MigrateVm(
+      const v1::MigrateVmRequest& request,
+      const std::function<void(const v1::MigrationProgress&)>& on_progress)
+      const;
+  absl::StatusOr<v1::MigrationStatus> CancelMigration(
+      const v1::CancelMigrationRequest& request) const;
+  absl::StatusOr<v1::MigrationStatus> QueryMigration(
+      const v1::QueryMigrationRequest& request) const;
+
  private:
   // A context with the token metadata and `deadline` set.
   std::unique_ptr<grpc::ClientContext> NewContext(
@@ -166,6 +184,7 @@ class VexClient {
   std::unique_ptr<v1::ExceptionService::Stub> exception_;
   std::unique_ptr<v1::SnapshotService::Stub> snapshot_;
   std::unique_ptr<v1::EventService::Stub> event_;
+  std::unique_ptr<v1::MigrationService::Stub> migration_;
 };
 
 // absl::Status with the code and message of a gRPC status.

@@ -2,8 +2,11 @@
 
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "client/connect_options.h"
 #include "vexstate/v1/control.pb.h"
+#include "vexstate/v1/migration.pb.h"
 
 namespace vexstate::client {
 namespace {
@@ -235,6 +238,48 @@ void BuildEvents(CommandArgs& args, Invocation* invocation) {
   request->set_replay(!args.Has("no-replay"));
 }
 
+// ------------------------------------------------------------------- migration
+
+void BuildMigrate(CommandArgs& args, Invocation* invocation) {
+  auto* request = invocation->SetRequest<v1::MigrateVmRequest>(Rpc::kMigrateVm);
+  request->set_vm(args.Arg("NAME"));
+  const std::string to = args.Value("to");
+  if (!args.Has("to")) {
+    args.Fail("missing --to tcp:HOST:PORT");
+  } else if (!absl::StartsWith(to, "tcp:")) {
+    args.Fail(absl::StrCat(
+        "--to: '", to,
+        "' is not tcp:HOST:PORT (the destination vexd's --migration_listen)"));
+  } else if (absl::StatusOr<std::string> target = GrpcTarget(to);
+             !target.ok()) {
+    args.Fail(absl::StrCat("--to: ", target.status().message()));
+  }
+  request->set_destination(to);
+  request->set_max_downtime_ms(
+      args.OptionalUint32("max-downtime-ms").value_or(0));
+  request->set_max_precopy_rounds(
+      args.OptionalUint32("max-rounds").value_or(0));
+  // MiB/s on the command line, bytes/s in the API.
+  request->set_max_bandwidth_bytes_per_sec(
+      args.OptionalUint64("max-bandwidth-mibps", UINT64_MAX >> 20).value_or(0)
+      << 20);
+  request->set_timeout_ms(args.OptionalUint32("deadline-ms").value_or(0));
+  request->set_allow_degrade(args.Has("degrade"));
+  request->set_destination_name(args.Value("name"));
+}
+
+void BuildMigrateCancel(CommandArgs& args, Invocation* invocation) {
+  invocation->SetRequest<v1::CancelMigrationRequest>(Rpc::kCancelMigration)
+      ->set_vm(args.Arg("NAME"));
+}
+
+void BuildMigrateStatus(CommandArgs& args, Invocation* invocation) {
+  invocation->SetRequest<v1::QueryMigrationRequest>(Rpc::kQueryMigration)
+      ->set_vm(args.Arg("NAME"));
+}
+
+// ------------------------------------------------------------------------ help
+
 void BuildHelp(CommandArgs&, Invocation* invocation) {
   invocation->rpc = Rpc::kHelp;
 }
@@ -389,6 +434,33 @@ const std::vector<CommandSpec>& Commands() {
        {},
        {},
        BuildHostCaps},
+      {{"migrate"},
+       "NAME --to tcp:HOST:PORT [--max-downtime-ms N] [--max-rounds N]\n"
+       "[--max-bandwidth-mibps N] [--deadline-ms N] [--degrade] [--name NEW]",
+       "live-migrate the VM to the vexd whose --migration_listen is HOST:PORT, "
+       "showing progress; --degrade lets the destination drop what it cannot "
+       "represent (listed in the result)",
+       {{"NAME"}},
+       {{"to"},
+        {"max-downtime-ms"},
+        {"max-rounds"},
+        {"max-bandwidth-mibps"},
+        {"deadline-ms"},
+        {"degrade", false},
+        {"name"}},
+       BuildMigrate},
+      {{"migrate-cancel"},
+       "NAME",
+       "cancel the VM's migration (it keeps running here)",
+       {{"NAME"}},
+       {},
+       BuildMigrateCancel},
+      {{"migrate-status"},
+       "NAME",
+       "the VM's migration: phase and last progress",
+       {{"NAME"}},
+       {},
+       BuildMigrateStatus},
       {{"help"}, "", "this text", {}, {}, BuildHelp},
   };
   return *kCommands;

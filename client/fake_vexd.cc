@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "absl/types/span.h"
 #include "google/protobuf/text_format.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
@@ -30,11 +31,40 @@ constexpr char kPending[] = R"pb(
     }
   })pb";
 
+// MigrateVm's messages (text format), for a VM that moves and for "refused".
+constexpr const char* kMigration[] = {
+    "phase: MIGRATION_PREPARE",
+    R"pb(phase: MIGRATION_PRECOPY
+         round: 1
+         bytes_sent: 16777216
+         pages_sent: 4096
+         pages_remaining: 4096)pb",
+    R"pb(phase: MIGRATION_PRECOPY
+         round: 2
+         bytes_sent: 25165824
+         pages_sent: 6144
+         pages_remaining: 100)pb",
+    "phase: MIGRATION_STOP_AND_COPY",
+    R"pb(phase: MIGRATION_COMPLETED
+         result {
+           outcome: MIGRATION_COMPLETED
+           rounds: 2
+           memory_sha256: "ab12"
+         })pb"};
+constexpr const char* kRefusedMigration[] = {
+    "phase: MIGRATION_PREPARE",
+    R"pb(phase: MIGRATION_FAILED
+         result {
+           outcome: MIGRATION_FAILED
+           error: "FAILED_PRECONDITION: fewer MCE banks"
+         })pb"};
+
 }  // namespace
 
 class FakeVexd::Services final : public v1::VmService::Service,
                                  public v1::ExceptionService::Service,
-                                 public v1::EventService::Service {
+                                 public v1::EventService::Service,
+                                 public v1::MigrationService::Service {
  public:
   grpc::Status GetVm(grpc::ServerContext* context, const v1::VmRef* request,
                      v1::VmInfo* response) override {
@@ -91,6 +121,49 @@ class FakeVexd::Services final : public v1::VmService::Service,
     return grpc::Status::CANCELLED;
   }
 
+  grpc::Status MigrateVm(
+      grpc::ServerContext* context, const v1::MigrateVmRequest* request,
+      grpc::ServerWriter<v1::MigrationProgress>* writer) override {
+    if (grpc::Status auth = Authorize(context); !auth.ok()) return auth;
+    if (request->vm() == "missing") {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "no VM named 'missing'");
+    }
+    absl::Span<const char* const> steps = kMigration;
+    if (request->vm() == "refused") steps = kRefusedMigration;
+    for (const char* step : steps) {
+      v1::MigrationProgress progress;
+      google::protobuf::TextFormat::ParseFromString(step, &progress);
+      progress.set_migration_id("m-1");
+      if (progress.has_result()) {
+        progress.mutable_result()->set_destination(request->destination());
+      }
+      writer->Write(progress);
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status QueryMigration(grpc::ServerContext* context,
+                              const v1::QueryMigrationRequest* request,
+                              v1::MigrationStatus* response) override {
+    if (grpc::Status auth = Authorize(context); !auth.ok()) return auth;
+    response->set_vm(request->vm());
+    response->set_migration_id("m-1");
+    response->set_phase(v1::MIGRATION_PRECOPY);
+    response->mutable_last_progress()->set_phase(v1::MIGRATION_PRECOPY);
+    response->mutable_last_progress()->set_round(2);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status CancelMigration(grpc::ServerContext* context,
+                               const v1::CancelMigrationRequest* request,
+                               v1::MigrationStatus* response) override {
+    if (grpc::Status auth = Authorize(context); !auth.ok()) return auth;
+    response->set_vm(request->vm());
+    response->set_migration_id("m-1");
+    response->set_phase(v1::MIGRATION_CANCELLED);
+    return grpc::Status::OK;
+  }
+
   std::string last_authorization() const {
     absl::MutexLock lock(&mu_);
     return last_authorization_;
@@ -134,6 +207,8 @@ FakeVexd::FakeVexd() : services_(std::make_unique<Services>()) {
       static_cast<v1::ExceptionService::Service*>(services_.get()));
   builder.RegisterService(
       static_cast<v1::EventService::Service*>(services_.get()));
+  builder.RegisterService(
+      static_cast<v1::MigrationService::Service*>(services_.get()));
   server_ = builder.BuildAndStart();
   if (server_ == nullptr) std::abort();
 }

@@ -10,6 +10,12 @@
 //  - WatchEvents -> three events (sequence 1-3, for request.vm), then: vm
 //    "closes" ends the stream OK; otherwise it stays open until the client
 //    cancels;
+//  - MigrateVm("missing") -> NOT_FOUND; "refused" -> PREPARE, then FAILED with
+//    error "FAILED_PRECONDITION: fewer MCE banks"; other VMs -> PREPARE,
+//    PRECOPY rounds 1-2, STOP_AND_COPY, COMPLETED (result: 2 rounds, sha256
+//    "ab12");
+//  - QueryMigration -> PRECOPY round 2 of migration "m-1"; CancelMigration ->
+//    CANCELLED;
 //  - every other RPC: UNIMPLEMENTED.
 //
 // Thread-safety: the accessors are thread-safe.
@@ -22,6 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/server.h"
 #include "vexstate/v1/control.grpc.pb.h"
+#include "vexstate/v1/migration.grpc.pb.h"
 
 namespace vexstate::client {
 

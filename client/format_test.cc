@@ -7,6 +7,7 @@
 #include "client/format_exception.h"
 #include "client/format_fields.h"
 #include "client/format_json.h"
+#include "client/format_migration.h"
 #include "client/format_snapshot.h"
 #include "client/format_vm.h"
 #include "client/table.h"
@@ -15,6 +16,7 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "vexstate/v1/control.pb.h"
+#include "vexstate/v1/migration.pb.h"
 
 namespace vexstate::client {
 namespace {
@@ -387,6 +389,92 @@ TEST(Json, EveryHumanCaseRoundTrips) {
       name: "a"
       config { guest { bundled: "witness" } }
     })pb"));
+}
+
+TEST(FormatMigration, CompletedResultWithDegradation) {
+  EXPECT_EQ(FormatMigrationResult(Proto<v1::MigrationResult>(R"pb(
+              outcome: MIGRATION_COMPLETED
+              total_ms: 1840
+              downtime_ms: 23
+              bytes_sent: 73400320
+              rounds: 4
+              degradations: "MCE banks 10-31 dropped (empty)"
+              destination: "tcp:10.77.0.2:7500"
+              memory_sha256: "9f86d081884c7d65"
+            )pb")),
+            "outcome        COMPLETED\n"
+            "destination    tcp:10.77.0.2:7500\n"
+            "total          1840 ms\n"
+            "downtime       23 ms\n"
+            "sent           70.0 MiB (73400320 bytes)\n"
+            "rounds         4\n"
+            "degraded       MCE banks 10-31 dropped (empty)\n"
+            "memory sha256  9f86d081884c7d65\n");
+}
+
+TEST(FormatMigration, FailedResultNamesTheError) {
+  std::string text = FormatMigrationResult(Proto<v1::MigrationResult>(R"pb(
+    outcome: MIGRATION_FAILED
+    error: "FAILED_PRECONDITION: the destination has 10 MCE banks"
+  )pb"));
+  EXPECT_THAT(text, StartsWith("outcome        FAILED\n"));
+  EXPECT_THAT(text, HasSubstr("degraded       nothing\n"));
+  EXPECT_THAT(text, HasSubstr("memory sha256  -\n"));
+  EXPECT_THAT(text, HasSubstr("error          FAILED_PRECONDITION: the "
+                              "destination has 10 MCE banks\n"));
+}
+
+TEST(FormatMigration, ProgressLineAndBar) {
+  auto precopy = Proto<v1::MigrationProgress>(R"pb(
+    phase: MIGRATION_PRECOPY
+    round: 3
+    bytes_sent: 100663296
+    pages_sent: 24576
+    pages_remaining: 8192
+    dirty_pages_per_sec: 16384
+    expected_downtime_ms: 31
+  )pb");
+  EXPECT_EQ(FormatMigrationProgressLine(precopy),
+            "PRECOPY round 3: sent 96.0 MiB, remaining 32.0 MiB, dirty 64.0 "
+            "MiB/s, expected downtime 31 ms\n");
+  EXPECT_THAT(FormatMigrationProgressBar(precopy),
+              StartsWith("[###############.....] PRECOPY round 3: "));
+  EXPECT_EQ(FormatMigrationProgressLine(
+                Proto<v1::MigrationProgress>("phase: MIGRATION_PREPARE")),
+            "PREPARE\n");
+  EXPECT_THAT(FormatMigrationProgressBar(Proto<v1::MigrationProgress>(
+                  "phase: MIGRATION_COMPLETED bytes_sent: 1048576")),
+              StartsWith("[####################] COMPLETED: sent 1.0 MiB"));
+  EXPECT_EQ(MigrationPhaseName(static_cast<v1::MigrationPhase>(42)),
+            "PHASE(42)");
+}
+
+TEST(FormatMigration, Status) {
+  EXPECT_EQ(FormatMigrationStatus(Proto<v1::MigrationStatus>("vm: \"a\"")),
+            "a: no migration\n");
+  EXPECT_EQ(FormatMigrationStatus(Proto<v1::MigrationStatus>(R"pb(
+              vm: "a"
+              migration_id: "m-1"
+              phase: MIGRATION_PRECOPY
+              last_progress { phase: MIGRATION_PRECOPY round: 1 }
+            )pb")),
+            "vm         a\n"
+            "migration  m-1\n"
+            "phase      PRECOPY\n"
+            "progress   PRECOPY round 1: sent 0.0 MiB, remaining 0.0 MiB, "
+            "dirty 0.0 MiB/s, expected downtime 0 ms\n");
+}
+
+TEST(Json, MigrationProgressRoundTrips) {
+  ExpectJsonRoundTrip(Proto<v1::MigrationProgress>(R"pb(
+    migration_id: "m-1"
+    phase: MIGRATION_COMPLETED
+    result {
+      outcome: MIGRATION_COMPLETED
+      memory_sha256: "ab"
+      degradations: "x"
+    }
+  )pb"));
 }
 
 TEST(Json, RejectsUnknownFields) {

@@ -48,6 +48,12 @@ absl::string_view RpcName(Rpc rpc) {
       return "InspectSnapshot";
     case Rpc::kWatchEvents:
       return "WatchEvents";
+    case Rpc::kMigrateVm:
+      return "MigrateVm";
+    case Rpc::kCancelMigration:
+      return "CancelMigration";
+    case Rpc::kQueryMigration:
+      return "QueryMigration";
   }
   return "?";
 }

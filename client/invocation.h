@@ -38,6 +38,9 @@ enum class Rpc {
   kRestoreSnapshot,
   kInspectSnapshot,
   kWatchEvents,
+  kMigrateVm,
+  kCancelMigration,
+  kQueryMigration,
 };
 
 // "CreateVm", "Help", ... (for messages and tests).

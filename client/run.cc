@@ -6,6 +6,7 @@
 #include "client/format_event.h"
 #include "client/format_exception.h"
 #include "client/format_json.h"
+#include "client/format_migration.h"
 #include "client/format_snapshot.h"
 #include "client/format_vm.h"
 
@@ -70,6 +71,38 @@ int WatchAndPrint(const Invocation& invocation, const VexClient& client,
   return print_status;
 }
 
+// Progress as it comes (a bar redrawn in place on a terminal, else one line or
+// JSON object per message), then the result; exit 0 only for COMPLETED.
+int MigrateAndPrint(const Invocation& invocation, const VexClient& client,
+                    const Printer& printer, bool out_is_terminal) {
+  const bool bar = out_is_terminal && !printer.json;
+  int print_status = 0;
+  absl::StatusOr<v1::MigrationResult> result = client.MigrateVm(
+      invocation.Request<v1::MigrateVmRequest>(),
+      [&](const v1::MigrationProgress& progress) {
+        if (bar) {
+          printer.out << "\r\033[K" << FormatMigrationProgressBar(progress)
+                      << std::flush;
+        } else if (print_status == 0) {
+          print_status = printer.Print(progress, FormatMigrationProgressLine);
+        }
+      });
+  if (bar) printer.out << "\n";
+  if (!result.ok()) return ReportError(result.status(), printer.err);
+  if (!printer.json) {
+    printer.out << FormatMigrationResult(*result) << std::flush;
+  }
+  if (result->outcome() != v1::MIGRATION_COMPLETED) {
+    printer.err << "vexctl: migration " << MigrationPhaseName(result->outcome())
+                << ": "
+                << (result->error().empty() ? "(vexd gave no reason)"
+                                            : result->error())
+                << std::endl;
+    return 1;
+  }
+  return print_status;
+}
+
 }  // namespace
 
 int ReportError(const absl::Status& status, std::ostream& err) {
@@ -79,7 +112,7 @@ int ReportError(const absl::Status& status, std::ostream& err) {
 }
 
 int RunInvocation(const Invocation& invocation, const VexClient& client,
-                  std::ostream& out, std::ostream& err) {
+                  std::ostream& out, std::ostream& err, bool out_is_terminal) {
   const Printer printer{out, err, invocation.json};
   const Invocation& i = invocation;
   const VexClient& c = client;
@@ -142,6 +175,14 @@ int RunInvocation(const Invocation& invocation, const VexClient& client,
                           FormatInspectSnapshot, printer);
     case Rpc::kWatchEvents:
       return WatchAndPrint(i, c, printer);
+    case Rpc::kMigrateVm:
+      return MigrateAndPrint(i, c, printer, out_is_terminal);
+    case Rpc::kCancelMigration:
+      return CallAndPrint(i, c, &VexClient::CancelMigration,
+                          FormatMigrationStatus, printer);
+    case Rpc::kQueryMigration:
+      return CallAndPrint(i, c, &VexClient::QueryMigration,
+                          FormatMigrationStatus, printer);
     case Rpc::kHelp:
       break;
   }

@@ -2,12 +2,18 @@
 // result.
 //
 // Output: human text (format_*.h) or, with --json, one line of JSON per
-// response (format_json.h; events: one line per event). Errors: "vexctl:
+// response (format_json.h; events: one line per event; migrate: one line per
+// progress message, the last one carrying the result). Errors: "vexctl:
 // <CODE>: <message>" on `err`, CODE being the gRPC status name (NOT_FOUND,
-// UNAUTHENTICATED, ...).
+// UNAUTHENTICATED, ...); a migration that ends FAILED or CANCELLED: "vexctl:
+// migration <OUTCOME>: <error>".
+//
+// migrate's human progress: with `out_is_terminal`, one bar redrawn in place
+// ("\r" and erase-line), else one line per progress message; then the result.
 //
 // Contract: blocks until the call ends (events --follow: until vexd ends the
-// stream). Thread-compatible: one RunInvocation per pair of streams at a time.
+// stream; migrate: until the migration ends). Thread-compatible: one
+// RunInvocation per pair of streams at a time.
 #ifndef VEXSTATE_CLIENT_RUN_H_
 #define VEXSTATE_CLIENT_RUN_H_
 
@@ -24,10 +30,11 @@ namespace vexstate::client {
 // replay.
 inline constexpr absl::Duration kReplayQuietPeriod = absl::Milliseconds(500);
 
-// Returns the exit status: 0 success, 1 the call failed. `invocation.rpc` is
-// not kHelp.
+// Returns the exit status: 0 success, 1 the call failed (migrate: or did not
+// end COMPLETED). `invocation.rpc` is not kHelp.
 int RunInvocation(const Invocation& invocation, const VexClient& client,
-                  std::ostream& out, std::ostream& err);
+                  std::ostream& out, std::ostream& err,
+                  bool out_is_terminal = false);
 
 // Prints "vexctl: <CODE>: <message>" and returns 1.
 int ReportError(const absl::Status& status, std::ostream& err);

@@ -2,6 +2,7 @@
 // FakeVexd.
 #include "client/run.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <sstream>
 
@@ -22,7 +23,7 @@ using ::testing::StartsWith;
 class RunTest : public testing::Test {
  protected:
   // Runs a vexctl command line (global flags included) against the fake vexd.
-  int Run(const std::string& line) {
+  int Run(const std::string& line, bool terminal = false) {
     out_.str("");
     err_.str("");
     std::vector<std::string> args =
@@ -34,7 +35,7 @@ class RunTest : public testing::Test {
     invocation->connect.use_environment = false;
     absl::StatusOr<VexClient> client = VexClient::Connect(invocation->connect);
     EXPECT_TRUE(client.ok()) << client.status();
-    return RunInvocation(*invocation, *client, out_, err_);
+    return RunInvocation(*invocation, *client, out_, err_, terminal);
   }
 
   FakeVexd vexd_;
@@ -99,6 +100,59 @@ TEST_F(RunTest, CreatePrintsTheVm) {
             0);
   EXPECT_THAT(out_.str(), HasSubstr("state                    CREATED\n"));
   EXPECT_THAT(out_.str(), HasSubstr("memory                   32 MiB\n"));
+}
+
+TEST_F(RunTest, MigrateLinePerProgressThenResultExitZero) {
+  EXPECT_EQ(Run("--token good-token migrate vm1 --to tcp:10.77.0.2:7500"), 0);
+  std::vector<std::string> lines = absl::StrSplit(out_.str(), '\n');
+  ASSERT_GE(lines.size(), 6u) << out_.str();
+  EXPECT_EQ(lines[0], "PREPARE");
+  EXPECT_THAT(lines[1], StartsWith("PRECOPY round 1: sent 16.0 MiB, "
+                                   "remaining 16.0 MiB, dirty 0.0 MiB/s"));
+  EXPECT_EQ(lines[4], "COMPLETED");
+  EXPECT_THAT(out_.str(), HasSubstr("outcome        COMPLETED\n"));
+  EXPECT_THAT(out_.str(), HasSubstr("destination    tcp:10.77.0.2:7500\n"));
+  EXPECT_THAT(out_.str(), HasSubstr("memory sha256  ab12\n"));
+  EXPECT_EQ(err_.str(), "");
+}
+
+TEST_F(RunTest, MigrateOnATerminalRedrawsOneBar) {
+  EXPECT_EQ(Run("--token good-token migrate vm1 --to tcp:h:7500", true), 0);
+  const std::string& out = out_.str();
+  std::string progress = out.substr(0, out.find("outcome"));
+  // Each message redraws the same line; one newline ends the bar.
+  EXPECT_EQ(std::count(progress.begin(), progress.end(), '\n'), 1) << out;
+  EXPECT_EQ(std::count(progress.begin(), progress.end(), '\r'), 5) << out;
+  EXPECT_THAT(progress, HasSubstr("\r\033[K[####################] "
+                                  "COMPLETED"));
+}
+
+TEST_F(RunTest, MigrateJsonOneObjectPerMessage) {
+  EXPECT_EQ(Run("--token good-token --json migrate vm1 --to tcp:h:7500"), 0);
+  std::vector<std::string> lines =
+      absl::StrSplit(out_.str(), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 5u) << out_.str();
+  v1::MigrationProgress last;
+  ASSERT_TRUE(FromJson(lines.back(), &last).ok()) << lines.back();
+  EXPECT_EQ(last.result().outcome(), v1::MIGRATION_COMPLETED);
+  EXPECT_EQ(last.result().memory_sha256(), "ab12");
+}
+
+TEST_F(RunTest, MigrateFailedExitsOneWithTheError) {
+  EXPECT_EQ(Run("--token good-token migrate refused --to tcp:h:7500"), 1);
+  EXPECT_THAT(out_.str(), HasSubstr("outcome        FAILED\n"));
+  EXPECT_EQ(err_.str(),
+            "vexctl: migration FAILED: FAILED_PRECONDITION: fewer MCE banks\n");
+  EXPECT_EQ(Run("--token good-token migrate missing --to tcp:h:7500"), 1);
+  EXPECT_EQ(out_.str(), "");
+  EXPECT_EQ(err_.str(), "vexctl: NOT_FOUND: no VM named 'missing'\n");
+}
+
+TEST_F(RunTest, MigrateStatusAndCancel) {
+  EXPECT_EQ(Run("--token good-token migrate-status vm1"), 0);
+  EXPECT_THAT(out_.str(), HasSubstr("phase      PRECOPY\n"));
+  EXPECT_EQ(Run("--token good-token migrate-cancel vm1"), 0);
+  EXPECT_THAT(out_.str(), HasSubstr("phase      CANCELLED\n"));
 }
 
 }  // namespace

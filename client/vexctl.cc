@@ -46,5 +46,5 @@ int main(int argc, char** argv) {
     return vexstate::client::ReportError(client.status(), std::cerr);
   }
   return vexstate::client::RunInvocation(*invocation, *client, std::cout,
-                                         std::cerr);
+                                         std::cerr, isatty(STDOUT_FILENO) != 0);
 }

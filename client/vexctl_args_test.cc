@@ -195,6 +195,26 @@ INSTANTIATE_TEST_SUITE_P(
              "vexstate.v1.WatchEventsRequest", R"pb(vm: "a" replay: true)pb"},
         Case{"events --follow --no-replay", Rpc::kWatchEvents,
              "vexstate.v1.WatchEventsRequest", ""},
+        // migration
+        Case{"migrate a --to tcp:10.77.0.2:7500", Rpc::kMigrateVm,
+             "vexstate.v1.MigrateVmRequest",
+             R"pb(vm: "a" destination: "tcp:10.77.0.2:7500")pb"},
+        Case{"migrate a --to tcp:[::1]:7500 --max-downtime-ms 30 "
+             "--max-rounds 5 --max-bandwidth-mibps 100 --deadline-ms 60000 "
+             "--degrade --name b",
+             Rpc::kMigrateVm, "vexstate.v1.MigrateVmRequest",
+             R"pb(vm: "a"
+                  destination: "tcp:[::1]:7500"
+                  max_downtime_ms: 30
+                  max_precopy_rounds: 5
+                  max_bandwidth_bytes_per_sec: 104857600
+                  timeout_ms: 60000
+                  allow_degrade: true
+                  destination_name: "b")pb"},
+        Case{"migrate-cancel a", Rpc::kCancelMigration,
+             "vexstate.v1.CancelMigrationRequest", R"pb(vm: "a")pb"},
+        Case{"migrate-status a", Rpc::kQueryMigration,
+             "vexstate.v1.QueryMigrationRequest", R"pb(vm: "a")pb"},
         // extras
         Case{"guest a memcheck --wait-ms 2000", Rpc::kSendGuestCommand,
              "vexstate.v1.GuestCommandRequest",
@@ -225,6 +245,12 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(ParseArgs, EventsFollowFlag) {
   EXPECT_FALSE(Parse("events a")->follow);
   EXPECT_TRUE(Parse("events a --follow")->follow);
+}
+
+TEST(ParseArgs, MigrateJsonIsTheGlobalFlag) {
+  EXPECT_FALSE(Parse("migrate a --to tcp:h:7500")->json);
+  EXPECT_TRUE(Parse("migrate a --to tcp:h:7500 --json")->json);
+  EXPECT_TRUE(Parse("--json migrate a --to tcp:h:7500")->json);
 }
 
 TEST(ParseArgs, GlobalFlagsBeforeOrAfterTheCommand) {
@@ -382,7 +408,23 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"guest a memcheck --heartbeat-ms 5",
                 "guest: --heartbeat-ms, --workset-pages, --dirty-pages-per-sec "
                 "and --hold-mask are for 'guest NAME settings'"},
-        BadCase{"host", "host: missing subcommand (caps)"}));
+        BadCase{"host", "host: missing subcommand (caps)"},
+        BadCase{"migrate a", "migrate: missing --to tcp:HOST:PORT"},
+        BadCase{"migrate --to tcp:h:7500", "migrate: missing NAME"},
+        BadCase{"migrate a --to unix:/run/v.sock",
+                "migrate: --to: 'unix:/run/v.sock' is not tcp:HOST:PORT (the "
+                "destination vexd's --migration_listen)"},
+        BadCase{"migrate a --to tcp:h",
+                "migrate: --to: target 'tcp:h': no port (expected unix:PATH "
+                "or tcp:HOST:PORT)"},
+        BadCase{"migrate a --to tcp:h:7500 --max-rounds x",
+                "migrate: --max-rounds: 'x' is not a number (decimal, or hex "
+                "with 0x)"},
+        BadCase{"migrate a --to tcp:h:7500 --degrade=yes",
+                "migrate: --degrade takes no value"},
+        BadCase{"migrate-cancel", "migrate-cancel: missing NAME"},
+        BadCase{"migrate-status a b",
+                "migrate-status: unexpected argument 'b'"}));
 
 TEST(UsageHint, ShowsTheNamedCommand) {
   EXPECT_EQ(UsageHint({"vm", "start"}),
