@@ -1,5 +1,7 @@
 #include "migration/data_service.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 
@@ -22,6 +24,22 @@ gpr_timespec Deadline(absl::Duration from_now) {
 }
 
 }  // namespace
+
+void KeepaliveChannelArgs(grpc::ChannelArguments& args) {
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);  // keep pinging while a write is stuck
+}
+
+void KeepaliveServerArgs(grpc::ServerBuilder& builder) {
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, kKeepaliveTimeMs / 2);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);  // 0 = never GOAWAY for pings
+}
 
 grpc::Status MigrationDataService::Transfer(grpc::ServerContext* context,
                                             grpc::ServerReader<v1::MigrationPacket>* reader,
@@ -59,6 +77,7 @@ absl::StatusOr<std::unique_ptr<DataServer>> DataServer::Start(const std::string&
   builder.AddListeningPort(address, ServerTlsCredentials(tls), &server->port_);
   builder.RegisterService(server->service_.get());
   builder.SetMaxReceiveMessageSize(kMaxPacketBytes);
+  KeepaliveServerArgs(builder);  // a source behind a cut link is noticed within seconds
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(absl::StrFormat("cannot listen on %s for migration data", address));
@@ -77,13 +96,45 @@ void DataServer::Shutdown(absl::Duration grace) {
   server_.reset();
 }
 
-GrpcPacketSink::GrpcPacketSink(std::string endpoint, std::shared_ptr<grpc::Channel> channel)
-    : endpoint_(std::move(endpoint)), channel_(std::move(channel)), stub_(v1::MigrationData::NewStub(channel_)) {}
+GrpcPacketSink::GrpcPacketSink(std::string endpoint, std::shared_ptr<grpc::Channel> channel,
+                               absl::Duration write_timeout)
+    : endpoint_(std::move(endpoint)),
+      channel_(std::move(channel)),
+      stub_(v1::MigrationData::NewStub(channel_)),
+      write_timeout_(write_timeout) {
+  if (write_timeout_ > absl::ZeroDuration()) watchdog_ = std::thread([this] { Watch(); });
+}
 
 GrpcPacketSink::~GrpcPacketSink() {
-  if (!closed_) {
+  if (!closed_ && writer_ != nullptr) {
     context_.TryCancel();
     Close(/*writes_done=*/false);
+  }
+  {
+    absl::MutexLock lock(&watch_mu_);
+    stop_watch_ = true;
+  }
+  if (watchdog_.joinable()) watchdog_.join();
+}
+
+void GrpcPacketSink::Watch() {
+  absl::MutexLock lock(&watch_mu_);
+  while (!stop_watch_) {
+    const absl::Time started = write_started_;
+    if (started != absl::InfiniteFuture() && absl::Now() - started >= write_timeout_) {
+      // No progress on this Write for write_timeout: the link is dead (or the peer stuck).
+      // Cancelling the context makes the blocked Write return false at once.
+      stalled_ = true;
+      write_started_ = absl::InfiniteFuture();
+      context_.TryCancel();
+      continue;
+    }
+    const absl::Duration wait =
+        started == absl::InfiniteFuture() ? absl::Seconds(1) : std::max(absl::Milliseconds(10), started + write_timeout_ - absl::Now());
+    auto changed = [this, started]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(watch_mu_) {
+      return stop_watch_ || write_started_ != started;
+    };
+    watch_mu_.AwaitWithTimeout(absl::Condition(&changed), wait);
   }
 }
 
@@ -92,6 +143,9 @@ absl::StatusOr<std::unique_ptr<GrpcPacketSink>> GrpcPacketSink::Open(const std::
   grpc::ChannelArguments args;
   if (!options.server_name_override.empty()) args.SetSslTargetNameOverride(options.server_name_override);
   args.SetMaxReceiveMessageSize(kMaxPacketBytes);
+  KeepaliveChannelArgs(args);  // dead-link detection in seconds (data_service.h)
+  // A private connection: keepalive settings and a cut link affect this stream only.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(endpoint, ClientTlsCredentials(tls), args);
   if (!channel->WaitForConnected(Deadline(options.connect_timeout))) {
     return absl::UnavailableError(absl::StrFormat(
@@ -99,7 +153,7 @@ absl::StatusOr<std::unique_ptr<GrpcPacketSink>> GrpcPacketSink::Open(const std::
         "refused by either side)",
         endpoint, absl::FormatDuration(options.connect_timeout)));
   }
-  std::unique_ptr<GrpcPacketSink> sink(new GrpcPacketSink(endpoint, std::move(channel)));
+  std::unique_ptr<GrpcPacketSink> sink(new GrpcPacketSink(endpoint, std::move(channel), options.write_timeout));
   if (options.stream_timeout > absl::ZeroDuration()) {
     sink->context_.set_deadline(absl::ToChronoTime(absl::Now() + options.stream_timeout));
   }
@@ -120,9 +174,25 @@ absl::Status GrpcPacketSink::Send(const v1::MigrationPacket& packet) {
     return final_status_.ok() ? absl::FailedPreconditionError("the migration stream is already finished")
                               : final_status_;
   }
-  if (writer_->Write(packet)) return absl::OkStatus();
-  // The stream is over: the destination's status says why.
+  {
+    absl::MutexLock lock(&watch_mu_);
+    write_started_ = absl::Now();
+  }
+  const bool written = writer_->Write(packet);
+  bool stalled = false;
+  {
+    absl::MutexLock lock(&watch_mu_);
+    write_started_ = absl::InfiniteFuture();
+    stalled = stalled_;
+  }
+  if (written && !stalled) return absl::OkStatus();
+  // The stream is over: the destination's status says why (unless the watchdog ended it).
   absl::Status status = Close(/*writes_done=*/false);
+  if (stalled) {
+    return absl::DeadlineExceededError(absl::StrFormat(
+        "the migration stream to %s made no progress for %s (link down or destination stuck): cancelled; %s",
+        endpoint_, absl::FormatDuration(write_timeout_), status.message()));
+  }
   if (!status.ok()) return status;
   return absl::UnavailableError(absl::StrFormat("the migration stream to %s closed early", endpoint_));
 }

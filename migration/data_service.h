@@ -14,6 +14,12 @@
 // stream; Send blocks under gRPC/HTTP2 flow control; when the destination ended the stream,
 // Send returns the destination's own status (e.g. its DATA_LOSS), not a generic error.
 //
+// Dead links: a cut link must fail the migration within seconds, not at the stream deadline
+// (SinkOptions): the channel sends HTTP/2 keepalive pings (KeepaliveChannelArgs; the data
+// server and the migration peer server accept them, KeepaliveServerArgs), and a watchdog
+// cancels the stream when one Write makes no progress for write_timeout (Send then returns
+// DEADLINE_EXCEEDED saying so).
+//
 // Thread-safety: DataServer is thread-safe. GrpcPacketSink follows PacketSink's contract
 // (Send/Finish from one thread, Cancel from any).
 #ifndef VEXSTATE_MIGRATION_DATA_SERVICE_H_
@@ -21,6 +27,7 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -37,6 +44,16 @@ namespace vexstate::migration {
 // Largest packet the server accepts: page batches are ~1-2 MiB (MigrationSource flushes a
 // batch at 1 MiB of page data; a run holds at most 1 MiB); the final state is small.
 inline constexpr int kMaxPacketBytes = 16 << 20;
+
+// Keepalive for every migration channel (data stream and peer RPCs): a ping every
+// kKeepaliveTime, also without calls; no answer within kKeepaliveTimeout closes the
+// connection, which fails every call on it (UNAVAILABLE).
+inline constexpr int kKeepaliveTimeMs = 1000;
+inline constexpr int kKeepaliveTimeoutMs = 2000;
+void KeepaliveChannelArgs(grpc::ChannelArguments& args);
+// The server side: accepts the pings above (without it, gRPC answers frequent pings with
+// GOAWAY "too_many_pings"), and pings its clients the same way.
+void KeepaliveServerArgs(grpc::ServerBuilder& builder);
 
 class MigrationDataService final : public v1::MigrationData::Service {
  public:
@@ -80,8 +97,12 @@ struct SinkOptions {
   std::string server_name_override;
   // How long Open waits for the connection and TLS handshake.
   absl::Duration connect_timeout = absl::Seconds(10);
-  // Deadline for the whole stream (0 = none; the orchestrator's timeout applies).
+  // Deadline for the whole stream (0 = none). The worker derives it from
+  // MigrateVmRequest.timeout_ms (default 10 min).
   absl::Duration stream_timeout = absl::ZeroDuration();
+  // Progress watchdog: a Write that does not
+  // complete within this cancels the stream (0 = no watchdog).
+  absl::Duration write_timeout = absl::Seconds(5);
 };
 
 class GrpcPacketSink final : public PacketSink {
@@ -98,9 +119,11 @@ class GrpcPacketSink final : public PacketSink {
   void Cancel() override;
 
  private:
-  GrpcPacketSink(std::string endpoint, std::shared_ptr<grpc::Channel> channel);
+  GrpcPacketSink(std::string endpoint, std::shared_ptr<grpc::Channel> channel, absl::Duration write_timeout);
   // Closes the stream (once) and keeps the final status.
   absl::Status Close(bool writes_done);
+  // The watchdog thread: cancels the stream when a Write stalls.
+  void Watch();
 
   const std::string endpoint_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -110,6 +133,12 @@ class GrpcPacketSink final : public PacketSink {
   std::unique_ptr<grpc::ClientWriter<v1::MigrationPacket>> writer_;
   bool closed_ = false;
   absl::Status final_status_;
+  const absl::Duration write_timeout_;
+  absl::Mutex watch_mu_;
+  absl::Time write_started_ ABSL_GUARDED_BY(watch_mu_) = absl::InfiniteFuture();  // no Write in flight
+  bool stalled_ ABSL_GUARDED_BY(watch_mu_) = false;
+  bool stop_watch_ ABSL_GUARDED_BY(watch_mu_) = false;
+  std::thread watchdog_;  // last: started by the constructor, after everything it reads
 };
 
 }  // namespace vexstate::migration

@@ -9,6 +9,7 @@
 #include "grpcpp/client_context.h"
 #include "grpcpp/server_builder.h"
 #include "migration/compatibility.h"
+#include "migration/data_service.h"
 #include "migration/tls.h"
 #include "server/listen.h"
 #include "server/logging.h"
@@ -195,6 +196,7 @@ absl::StatusOr<std::unique_ptr<MigrationPeerServer>> MigrationPeerServer::Start(
   int port = 0;
   builder.AddListeningPort(address->grpc_address, migration::ServerTlsCredentials(*tls), &port);
   builder.RegisterService(server->service_.get());
+  migration::KeepaliveServerArgs(builder);  // accept the sources' keepalive pings (data_service.h)
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrFormat("--migration_listen: cannot listen on %s", listen));

@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
+#include "migration/data_service.h"
 #include "migration/tls.h"
 #include "migration/token.h"
 #include "server/service_util.h"
@@ -50,11 +51,14 @@ class MigrationServiceImpl::Run {
   void Progress(v1::MigrationPhase phase);
   void Forward(v1::MigrationProgress progress);
   bool Cancelled();
-  absl::StatusOr<v1::FinishResponse> Finish(bool commit);
+  // timeout 0: peer_call_timeout.
+  absl::StatusOr<v1::FinishResponse> Finish(bool commit, absl::Duration timeout = absl::ZeroDuration());
   // The destination's verdict on this migration: Finish's answer, or QueryIncoming's until it
   // is settled or settle_timeout passed. NotFound/Unavailable... when nobody could say.
   absl::StatusOr<v1::FinishResponse> Settle(bool commit);
   absl::Status Journal(v1::MigrationPhase phase, bool commit_sent);
+  // Tells the destination to discard when the final state was never sent (best effort).
+  void FinishBeforeFinalState();
   absl::Status Confirm(bool committed);
   v1::MigrationResult AfterFinalState(const v1::MigrateOutDone& done);
 
@@ -118,8 +122,9 @@ absl::Status MigrationServiceImpl::Run::Journal(v1::MigrationPhase phase, bool c
   return service_.supervisor_.JournalMigration(vm_, journal);
 }
 
-absl::StatusOr<v1::FinishResponse> MigrationServiceImpl::Run::Finish(bool commit) {
-  std::unique_ptr<grpc::ClientContext> context = WithDeadline(service_.options_.peer_call_timeout);
+absl::StatusOr<v1::FinishResponse> MigrationServiceImpl::Run::Finish(bool commit, absl::Duration timeout) {
+  std::unique_ptr<grpc::ClientContext> context =
+      WithDeadline(timeout > absl::ZeroDuration() ? timeout : service_.options_.peer_call_timeout);
   v1::FinishRequest request;
   request.set_migration_id(id_);
   request.set_commit(commit);
@@ -180,8 +185,13 @@ v1::MigrationResult MigrationServiceImpl::Run::Go() {
   absl::StatusOr<migration::TlsPem> tls =
       migration::LoadTls(migration::TlsFilesIn(service_.options_.tls_dir, "client"));
   if (!tls.ok()) return Fail(v1::MIGRATION_FAILED, std::string(tls.status().message()));
-  peer_ = v1::MigrationPeer::NewStub(
-      grpc::CreateChannel(destination.substr(std::string("tcp:").size()), migration::ClientTlsCredentials(*tls)));
+  {
+    // Keepalive: a cut link fails the peer calls within seconds (each also has a deadline).
+    grpc::ChannelArguments args;
+    migration::KeepaliveChannelArgs(args);
+    peer_ = v1::MigrationPeer::NewStub(grpc::CreateCustomChannel(destination.substr(std::string("tcp:").size()),
+                                                                 migration::ClientTlsCredentials(*tls), args));
+  }
   {
     v1::PrepareRequest prepare;
     prepare.set_migration_id(id_);
@@ -203,20 +213,32 @@ v1::MigrationResult MigrationServiceImpl::Run::Go() {
     active_->status.set_phase(v1::MIGRATION_PRECOPY);  // from now on CancelMigration reaches the worker
   }
   if (Cancelled() || !Journal(v1::MIGRATION_PRECOPY, false).ok()) {
-    Settle(false).IgnoreError();
+    FinishBeforeFinalState();
     Journal(v1::MIGRATION_PHASE_UNSPECIFIED, false).IgnoreError();
     return Fail(Cancelled() ? v1::MIGRATION_CANCELLED : v1::MIGRATION_FAILED, "cancelled before the transfer");
+  }
+  // MigrateVmRequest.timeout_ms (default 10 min) bounds the whole migration: what is left of it
+  // now bounds the worker's data stream (the worker enforces it, plus keepalive and a write
+  // watchdog that fail a dead link within seconds); our call to the worker gets a grace period
+  // on top, so that the worker's own verdict (final_state_sent...) normally reaches us.
+  const uint32_t timeout_ms = request_.timeout_ms() != 0 ? request_.timeout_ms() : 10 * 60 * 1000;
+  const absl::Duration left = start_ + absl::Milliseconds(timeout_ms) - absl::Now();
+  if (left <= absl::ZeroDuration()) {
+    FinishBeforeFinalState();
+    Journal(v1::MIGRATION_PHASE_UNSPECIFIED, false).IgnoreError();
+    return Fail(v1::MIGRATION_FAILED, absl::StrFormat("timeout_ms (%d ms) expired before the transfer", timeout_ms));
   }
   {
     v1::MigrateOutRequest out;
     out.set_migration_id(id_);
     *out.mutable_request() = request_;
+    out.mutable_request()->set_timeout_ms(
+        static_cast<uint32_t>(std::max<int64_t>(1, absl::ToInt64Milliseconds(left))));
     out.set_data_endpoint(prepared_.data_endpoint());
     out.set_token(prepared_.token());
     out.set_tls_dir(service_.options_.tls_dir);
     grpc::ClientContext context;
-    const uint32_t timeout_ms = request_.timeout_ms() != 0 ? request_.timeout_ms() : 10 * 60 * 1000;
-    context.set_deadline(absl::ToChronoTime(start_ + absl::Milliseconds(timeout_ms)));
+    context.set_deadline(absl::ToChronoTime(absl::Now() + left + service_.options_.worker_call_timeout));
     std::unique_ptr<grpc::ClientReader<v1::MigrateOutUpdate>> reader = active_->worker->stub->MigrateOut(&context, out);
     v1::MigrateOutUpdate update;
     bool got_done = false;
@@ -230,20 +252,42 @@ v1::MigrationResult MigrationServiceImpl::Run::Go() {
     }
     grpc::Status rpc = reader->Finish();
     if (!got_done) {
-      // The worker's verdict was lost: it may have sent the final state. Treat it as sent.
+      // The worker's verdict was lost: it may have sent the final state. Treat it as sent, and
+      // stop the engine if it still runs (ConfirmMigrateOut waits for it to end).
       done_.set_code(rpc.ok() ? static_cast<int>(absl::StatusCode::kUnknown) : rpc.error_code());
       done_.set_message(absl::StrCat("MigrateOut ended without a result: ", rpc.error_message()));
       done_.set_final_state_sent(true);
+      std::unique_ptr<grpc::ClientContext> call = WithDeadline(service_.options_.worker_call_timeout);
+      v1::VmInfo ignored;
+      active_->worker->stub->CancelMigrateOut(call.get(), v1::CancelMigrateOutRequest(), &ignored);
     }
   }
   if (done_.code() != 0 && !done_.final_state_sent()) {
     // Exactly once: the final state never left the source worker, so the destination cannot
-    // run the VM; the worker already resumed it (if it had paused it). Clean up there.
-    Settle(false).IgnoreError();
+    // run the VM (it commits only a verified transfer: final state + digest).
+    FinishBeforeFinalState();
+    if (done_.paused_by_source() && !done_.resumed_by_source()) {
+      // The engine paused the VM (stop-and-copy) and could not resume it: resume it here.
+      if (absl::Status s = Confirm(/*committed=*/false); !s.ok()) {
+        Journal(v1::MIGRATION_PHASE_UNSPECIFIED, false).IgnoreError();
+        return Fail(v1::MIGRATION_FAILED,
+                    absl::StrCat(done_.message(), "; the final state was never sent, but resuming here failed: ",
+                                 s.message()));
+      }
+    }
     Journal(v1::MIGRATION_PHASE_UNSPECIFIED, false).IgnoreError();
     return Fail(Cancelled() ? v1::MIGRATION_CANCELLED : v1::MIGRATION_FAILED, done_.message());
   }
   return AfterFinalState(done_);
+}
+
+void MigrationServiceImpl::Run::FinishBeforeFinalState() {
+  // Best effort, one short call: the destination frees its incoming worker now rather than when
+  // its own stream breaks. Its failure (e.g. the link is cut) changes nothing: before the final
+  // state was sent the source may resume the VM without the destination's answer, because the
+  // destination can never commit without the final state and the digest (the exactly-once rule,
+  // proto/vexstate/v1/migration.proto; SPEC §4.1).
+  Finish(false, std::min(service_.options_.peer_call_timeout, absl::Seconds(5))).IgnoreError();
 }
 
 v1::MigrationResult MigrationServiceImpl::Run::AfterFinalState(const v1::MigrateOutDone& done) {
@@ -261,10 +305,32 @@ v1::MigrationResult MigrationServiceImpl::Run::AfterFinalState(const v1::Migrate
   // journal that cannot be written turns the commit into a discard.
   if (commit && !Journal(v1::MIGRATION_FINISH, /*commit_sent=*/true).ok()) commit = false;
   Progress(v1::MIGRATION_FINISH);
-  absl::StatusOr<v1::FinishResponse> verdict = Settle(commit);
+  // A discard needs no settled answer (see below): one short call, so a cut link does not
+  // keep the VM paused for settle_timeout.
+  absl::StatusOr<v1::FinishResponse> verdict =
+      commit ? Settle(true) : Finish(false, std::min(service_.options_.peer_call_timeout, absl::Seconds(5)));
   const absl::Time finished = absl::Now();
+  if (!verdict.ok() && !commit) {
+    // The destination did not answer Finish(discard) (e.g. the link is cut), but Finish(commit)
+    // was never sent, and commit_sent is not journalled: the destination never runs a VM before
+    // Finish(commit) (the exactly-once rule, proto/vexstate/v1/migration.proto; SPEC §4.1), and
+    // nobody will ever send it. So the VM may run here again, even though its final state may
+    // have reached the destination.
+    Progress(v1::MIGRATION_CONFIRM);
+    if (absl::Status s = Confirm(/*committed=*/false); !s.ok()) {
+      return Fail(v1::MIGRATION_FAILED,
+                  absl::StrCat(done.message(), "; Finish(commit) was never sent, but resuming here failed: ",
+                               s.message()));
+    }
+    Journal(v1::MIGRATION_PHASE_UNSPECIFIED, false).IgnoreError();
+    return Fail(Cancelled() ? v1::MIGRATION_CANCELLED : v1::MIGRATION_FAILED,
+                absl::StrCat(done.code() != 0 ? done.message() : "the migration was cancelled",
+                             " (the destination could not be told to discard: ", verdict.status().message(),
+                             "; it never runs the VM without Finish(commit))"));
+  }
   if (!verdict.ok()) {
-    // Nobody can say whether the destination runs the VM: never risk running it twice.
+    // After the commit point (Finish(commit) sent): nobody can say whether the destination
+    // runs the VM: never risk running it twice.
     return Fail(
         v1::MIGRATION_FAILED,
         absl::StrCat("outcome unknown: source kept paused (migration ", id_, "; the destination did not settle ",

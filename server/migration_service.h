@@ -11,11 +11,23 @@
 //   Confirm  COMPLETED: the source worker stops the VM ("migrated to ...") and vexd forgets it
 //            (gone from ListVms, record removed). FAILED/CANCELLED: the VM runs (or stays paused
 //            if it was paused before) here; nothing remains on the destination.
-// Exactly once (SPEC §4.1): after MigrateOut sent the final state, the source worker holds the
-// VM paused; vexd releases it only when the peer answered FAILED/CANCELLED to Finish(false) or
-// QueryIncoming. The phase is journalled (VmRecord.migration) and commit_sent is written BEFORE
-// Finish(commit) is sent. When the peer cannot be reached to settle it, the VM stays paused and
-// the result says "outcome unknown: source kept paused".
+// Exactly once (SPEC §4.1; the rule in migration.proto): the destination never runs a VM before
+// Finish(commit). After MigrateOut sent the final state, the source worker holds the VM paused
+// until vexd confirms the outcome (ConfirmMigrateOut). The phase is journalled
+// (VmRecord.migration) and commit_sent is written BEFORE Finish(commit) is sent.
+//  * Finish(commit) sent: the VM is released only by the peer's answer (COMPLETED: stopped
+//    here; FAILED/CANCELLED to Finish or QueryIncoming: resumed here). When the peer cannot be
+//    reached to settle it, the VM stays paused and the result says "outcome unknown: source
+//    kept paused".
+//  * Finish(commit) never sent (the transfer failed, or was cancelled): vexd sends one
+//    best-effort Finish(false) and resumes the VM here whatever the answer (a cut link): nobody
+//    will ever send Finish(commit), so the destination can never run its copy.
+//  * The final state never sent: the same, and the worker already resumed the VM (if it could
+//    not, ConfirmMigrateOut(false) does).
+//
+// Deadlines: MigrateVmRequest.timeout_ms (default 10 min) bounds the transfer (the worker's
+// data stream gets what is left of it); keepalive and a write watchdog on the data stream and
+// keepalive plus per-call deadlines on the peer calls fail a dead link within seconds.
 //
 // CancelMigration: before Finish(commit) was sent, cancels (the engine's Cancel); after it,
 // FAILED_PRECONDITION. QueryMigration: the VM's migration in progress, else its last one.

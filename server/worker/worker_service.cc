@@ -128,7 +128,7 @@ grpc::Status WorkerService::BeginMigration(grpc::ServerContext*, const v1::Worke
   return Reply(worker_->BeginMigration(), response);
 }
 
-grpc::Status WorkerService::MigrateOut(grpc::ServerContext*, const v1::MigrateOutRequest* request,
+grpc::Status WorkerService::MigrateOut(grpc::ServerContext* context, const v1::MigrateOutRequest* request,
                                        grpc::ServerWriter<v1::MigrateOutUpdate>* writer) {
   if (request->migration_id().empty() || request->data_endpoint().empty() || request->token().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "MigrateOut needs migration_id, data_endpoint and token");
@@ -139,15 +139,24 @@ grpc::Status WorkerService::MigrateOut(grpc::ServerContext*, const v1::MigrateOu
   options.migration_id = request->migration_id();
   options.token = request->token();
   migration::ApplyRequest(request->request(), options);
-  // Called on Run's thread only; a vanished reader does not stop the migration (vexd settles it).
-  options.on_progress = [writer](const v1::MigrationProgress& progress) {
+  // Called on Run's thread only. When vexd's call is gone (its deadline, or vexd died), nobody
+  // can forward the verdict: cancel, so that the engine ends promptly (vexd settles the rest
+  // with ConfirmMigrateOut, which waits for this migration to end).
+  options.on_progress = [this, writer, context](const v1::MigrationProgress& progress) {
+    if (context->IsCancelled()) worker_->CancelMigrateOut();
     v1::MigrateOutUpdate update;
     *update.mutable_progress() = progress;
     writer->Write(update);
   };
   migration::SourceResult result;
+  // Deadlines (SPEC §4.1: a broken link fails the migration promptly): the whole stream is
+  // bounded by MigrateVmRequest.timeout_ms (default 10 min); a dead link is noticed within
+  // seconds by keepalive and the write watchdog (migration/data_service.h).
+  migration::SinkOptions sink_options;
+  const uint32_t timeout_ms = request->request().timeout_ms() != 0 ? request->request().timeout_ms() : 10 * 60 * 1000;
+  sink_options.stream_timeout = absl::Milliseconds(timeout_ms);
   absl::StatusOr<std::unique_ptr<migration::GrpcPacketSink>> sink =
-      migration::GrpcPacketSink::Open(request->data_endpoint(), *tls);
+      migration::GrpcPacketSink::Open(request->data_endpoint(), *tls, sink_options);
   if (sink.ok()) {
     result = worker_->MigrateOut(std::move(options), **sink, request->request().destination());
   } else {

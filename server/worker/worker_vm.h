@@ -21,7 +21,10 @@
 //    the operation lock (no other operation interleaves). Once the final state has left, the VM
 //    is held: paused, and every operation that could run or change it is refused until
 //    ConfirmMigrateOut says how the destination settled it (committed: the VM stops here;
-//    discarded: it resumes here if MigrateOut paused it).
+//    discarded: it resumes here if MigrateOut paused it). ConfirmMigrateOut(discarded) is total:
+//    without a hold (the migration failed before the final state was sent) it resumes the VM if
+//    the migration paused it and did not resume it, else it changes nothing; it waits for a
+//    MigrateOut still running (vexd may have lost its verdict).
 //  * destination: CreateIncoming makes a VM_CREATED worker around a MigrationDestination (its
 //    data stream is served by a DataServer the caller starts on incoming()); the VM runs only
 //    in FinishIncoming(commit).

@@ -88,17 +88,31 @@ migration::SourceResult WorkerVm::MigrateOut(migration::SourceOptions options, m
     outgoing_ = nullptr;
     cancel_requested_ = false;
   }
+  // Exactly once: what Run left behind decides who may resume the VM (migration/source.h):
+  //   final_state_sent  paused_by_source  resumed_by_source
+  //   false             false             false   the VM was never paused by the migration
+  //                                               (still running, or paused before): nothing to do
+  //   false             true              true    Run resumed it: running here
+  //   false             true              false   Run could not resume it: the destination can
+  //                                               never run it (no final state), so
+  //                                               ConfirmMigrateOut(discarded) resumes it here
+  //   true              any               false   held: the destination may hold the state;
+  //                                               ConfirmMigrateOut settles it (commit: stop
+  //                                               here; discard: resume if Run paused it)
+  // (final_state_sent implies resumed_by_source == false.)
   if (result.resumed_by_source) {
     SetState(v1::VM_RUNNING,
              absl::StrCat("migration to ", destination, " failed: ", result.status.message(), "; resumed here"));
   }
-  if (result.final_state_sent) {
-    // Exactly once: the destination may hold the final state; only ConfirmMigrateOut, after
-    // the destination settled it, releases the VM here.
+  {
     absl::MutexLock state_lock(&state_mu_);
-    migration_hold_ = true;
-    resume_after_discard_ = result.paused_by_source;
-    hold_destination_ = destination;
+    resume_after_discard_ = result.paused_by_source && !result.resumed_by_source;
+    if (result.final_state_sent) {
+      // Exactly once: the destination may hold the final state; only ConfirmMigrateOut, after
+      // the destination settled it, releases the VM here.
+      migration_hold_ = true;
+      hold_destination_ = destination;
+    }
   }
   return result;
 }
@@ -110,27 +124,46 @@ void WorkerVm::CancelMigrateOut() {
 }
 
 absl::StatusOr<v1::VmInfo> WorkerVm::ConfirmMigrateOut(bool committed, const std::string& destination) {
+  // vexd may confirm while MigrateOut still runs (its call ended early, e.g. at its deadline,
+  // so it never saw the verdict): op_mu_ waits for the migration to end, and the flags below
+  // are then what MigrateOut left.
+  if (committed) {
+    {
+      absl::MutexLock op_lock(&op_mu_);
+      absl::MutexLock lock(&state_mu_);
+      if (!migration_hold_) {
+        // The destination cannot run the VM without the final state: a commit here is a bug.
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "VM \"%s\" has no migration waiting for a commit (no final state was sent)", config_.name()));
+      }
+    }
+    return Stop(absl::StrCat("migrated to ", destination));
+  }
+  absl::MutexLock lock(&op_mu_);
+  bool held = false;
   bool resume = false;
   {
-    absl::MutexLock lock(&state_mu_);
-    if (!migration_hold_) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "VM \"%s\" has no migration waiting for confirmation (no final state was sent)", config_.name()));
-    }
-    resume = resume_after_discard_;
-  }
-  if (committed) return Stop(absl::StrCat("migrated to ", destination));
-  absl::MutexLock lock(&op_mu_);
-  {
     absl::MutexLock state_lock(&state_mu_);
+    held = migration_hold_;
+    resume = resume_after_discard_;
     migration_hold_ = false;
+    resume_after_discard_ = false;
     hold_destination_.clear();
   }
-  // Exactly once: resumed only now, after the destination confirmed it discarded its copy.
+  // Exactly once: resumed only now, when vexd settled the migration as discarded (held: the
+  // destination confirmed the discard, or Finish(commit) was never sent so it can never run
+  // the copy), or when the final state never left (not held: the destination cannot run it).
+  // Only a VM the migration paused is resumed; one paused before stays paused.
   if (resume && state() == v1::VM_PAUSED && vm_ != nullptr) {
-    if (absl::Status s = vm_->Resume(); !s.ok()) return s;
+    if (absl::Status s = vm_->Resume(); !s.ok()) {
+      absl::MutexLock state_lock(&state_mu_);
+      resume_after_discard_ = true;  // a retry may still resume it
+      return s;
+    }
     SetState(v1::VM_RUNNING,
-             absl::StrCat("migration to ", destination, " failed; the destination discarded its copy: resumed here"));
+             held ? absl::StrCat("migration to ", destination,
+                                 " failed; it was discarded (never committed on the destination): resumed here")
+                  : absl::StrCat("migration to ", destination, " failed before the final state was sent: resumed here"));
   }
   return Info();
 }
