@@ -1,0 +1,18 @@
+"""The benchmark sections, in the order bench/run.py runs them.
+
+To add one (SPEC §8: migration vs QEMU, snapshot restore time-to-running): write
+bench/sections/<name>.py with a Section subclass (see base.py: list its Bazel targets,
+implement run() returning rows for the table, panels for the plot and data for the JSON),
+and append an instance here. The runner does the rest: build, machine info and load,
+JSON, plot, table, README.
+"""
+from .control_plane import ControlPlaneSection
+from .exception_state import ExceptionStateSection
+
+SECTIONS = [
+    ExceptionStateSection(),
+    ControlPlaneSection(),
+    # Planned (issue 6, parts needing live migration / snapshots):
+    #   MigrationVsQemuSection()     downtime, total time, throughput vs qemu-system-x86_64 7.2
+    #   SnapshotRestoreSection()     restore time-to-running as guest memory grows
+]
