@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -266,7 +267,15 @@ def update_readme(doc: Dict, table_md: str, notes: List[str], png_rel: Optional[
 
 # ----------------------------------------------------------------------------- main
 
+def _stop(signum, frame):
+    # Unwinds through the sections' clean-up (a section's vexd and its workers), which a
+    # plain SIGTERM death would skip: workers outlive vexd by design.
+    raise SystemExit(f"bench: stopped by signal {signum}; cleaned up")
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, _stop)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="CI-sized run, under 2 minutes once built")
     parser.add_argument("--only", action="append", default=[], metavar="SECTION",
