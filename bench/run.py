@@ -282,7 +282,8 @@ def main() -> int:
                         help=f"run only these sections ({', '.join(s.name for s in SECTIONS)})")
     parser.add_argument("--repetitions", type=int, help="repetitions per benchmark (default 5, quick 1)")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
-                        help="callgrind instruction counts where a section has them (default: on unless --quick)")
+                        help="profiles where a section has them: callgrind instruction counts, perf CPU split "
+                             "(default: on unless --quick)")
     parser.add_argument("--update-readme", action=argparse.BooleanOptionalAction, default=None,
                         help="write the table into bench/README.md (default: on unless --quick)")
     parser.add_argument("--output-base", default=os.environ.get("VEXSTATE_BENCH_OUTPUT_BASE", ""),

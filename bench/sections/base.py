@@ -19,7 +19,7 @@ class Context:
     quick: bool           # --quick: CI-sized, the whole run under 2 minutes
     repetitions: int      # repetitions of each benchmark (Google Benchmark --benchmark_repetitions)
     work_dir: str         # scratch space for this run (raw outputs, logs); kept for inspection
-    profile: bool         # run instruction-count profiles (valgrind) where a section has them
+    profile: bool         # run profiles (callgrind, perf) where a section has them
     log: Callable[[str], None]
     baseline: Optional[Dict[str, Any]] = None  # an earlier results file (--baseline), to compare with
 
