@@ -11,6 +11,7 @@
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
 #include "migration/data_service.h"
+#include "migration/testing_phase_delay.h"
 #include "migration/tls.h"
 #include "migration/token.h"
 #include "server/service_util.h"
@@ -72,6 +73,8 @@ class MigrationServiceImpl::Run {
   std::unique_ptr<v1::MigrationPeer::Stub> peer_;
   v1::PrepareResponse prepared_;
   v1::MigrateOutDone done_;
+  // TEST-ONLY (migration/testing_phase_delay.h): inactive unless its environment variable is set.
+  migration::TestingPhaseDelay testing_delay_ = migration::TestingPhaseDelay::FromEnvironment();
 };
 
 void MigrationServiceImpl::Run::Forward(v1::MigrationProgress progress) {
@@ -180,6 +183,9 @@ v1::MigrationResult MigrationServiceImpl::Run::Go() {
     grpc::Status rpc = active_->worker->stub->BeginMigration(context.get(), v1::WorkerStatusRequest(), &requirements);
     if (!rpc.ok()) return Fail(v1::MIGRATION_FAILED, absl::StrCat("Begin: ", rpc.error_message()));
   }
+  testing_delay_.At(v1::MIGRATION_BEGIN);
+  // Cancelled before Prepare: the destination was never involved, nothing to undo anywhere.
+  if (Cancelled()) return Fail(v1::MIGRATION_CANCELLED, "cancelled in Begin, before Prepare");
   // Prepare: the destination checks compatibility before anything here pauses.
   Progress(v1::MIGRATION_PREPARE);
   absl::StatusOr<migration::TlsPem> tls =
@@ -207,6 +213,7 @@ v1::MigrationResult MigrationServiceImpl::Run::Go() {
                                rpc.error_message()));
     }
   }
+  testing_delay_.At(v1::MIGRATION_PREPARE);
   // Perform. Cancellation up to here needs no worker: tell the destination and stop.
   {
     absl::MutexLock lock(&service_.mu_);
@@ -305,6 +312,7 @@ v1::MigrationResult MigrationServiceImpl::Run::AfterFinalState(const v1::Migrate
   // journal that cannot be written turns the commit into a discard.
   if (commit && !Journal(v1::MIGRATION_FINISH, /*commit_sent=*/true).ok()) commit = false;
   Progress(v1::MIGRATION_FINISH);
+  testing_delay_.At(v1::MIGRATION_FINISH);
   // A discard needs no settled answer (see below): one short call, so a cut link does not
   // keep the VM paused for settle_timeout.
   absl::StatusOr<v1::FinishResponse> verdict =

@@ -1,10 +1,13 @@
 #include "server/worker/worker_service.h"
 
+#include <memory>
 #include <utility>
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "migration/data_service.h"
+#include "migration/testing_corrupt_run.h"
+#include "migration/testing_phase_delay.h"
 #include "migration/tls.h"
 #include "server/worker/grpc_status.h"
 
@@ -142,11 +145,16 @@ grpc::Status WorkerService::MigrateOut(grpc::ServerContext* context, const v1::M
   // Called on Run's thread only. When vexd's call is gone (its deadline, or vexd died), nobody
   // can forward the verdict: cancel, so that the engine ends promptly (vexd settles the rest
   // with ConfirmMigrateOut, which waits for this migration to end).
-  options.on_progress = [this, writer, context](const v1::MigrationProgress& progress) {
+  // TEST-ONLY (migration/testing_phase_delay.h; inactive unless its environment variable is
+  // set): holds PRECOPY or STOP_AND_COPY here, after vexd was told the phase.
+  auto phase_delay = std::make_shared<migration::TestingPhaseDelay>(migration::TestingPhaseDelay::FromEnvironment());
+  options.on_progress = [this, writer, context, phase_delay](const v1::MigrationProgress& progress) {
     if (context->IsCancelled()) worker_->CancelMigrateOut();
     v1::MigrateOutUpdate update;
     *update.mutable_progress() = progress;
     writer->Write(update);
+    // PRECOPY is held once pages are on the wire (after round 0), not before the first one.
+    if (progress.phase() != v1::MIGRATION_PRECOPY || progress.pages_sent() > 0) phase_delay->At(progress.phase());
   };
   migration::SourceResult result;
   // Deadlines (SPEC §4.1: a broken link fails the migration promptly): the whole stream is
@@ -158,7 +166,10 @@ grpc::Status WorkerService::MigrateOut(grpc::ServerContext* context, const v1::M
   absl::StatusOr<std::unique_ptr<migration::GrpcPacketSink>> sink =
       migration::GrpcPacketSink::Open(request->data_endpoint(), *tls, sink_options);
   if (sink.ok()) {
-    result = worker_->MigrateOut(std::move(options), **sink, request->request().destination());
+    // TEST-ONLY (migration/testing_corrupt_run.h): passes every packet through unchanged
+    // unless its environment variable is set.
+    migration::TestingCorruptRunSink maybe_corrupting = migration::TestingCorruptRunSink::FromEnvironment(sink->get());
+    result = worker_->MigrateOut(std::move(options), maybe_corrupting, request->request().destination());
   } else {
     result.status = sink.status();  // nothing left this process: the VM never paused
   }
