@@ -54,7 +54,7 @@ def run(*cmd, check_rc=True, **kw):
 class Host:
     """One vexd: state dir, control socket, tokens, migration listener."""
 
-    def __init__(self, lab, name, netns, ip, port, tls_dir, extra_flags):
+    def __init__(self, lab, name, netns, ip, port, tls_dir, extra_flags, env=None):
         self.lab, self.name, self.netns, self.ip, self.port = lab, name, netns, ip, port
         root = os.path.join(lab.root, name)
         self.state = os.path.join(root, "s")
@@ -67,6 +67,8 @@ class Host:
         self.log = os.path.join(root, "vexd.log")
         self.tls_dir = tls_dir
         self.extra_flags = list(extra_flags)
+        # Added to vexd's environment (its workers inherit it): the VEXSTATE_TESTING_* hooks.
+        self.env = dict(env or {})
         self.proc = None
 
     @property
@@ -80,7 +82,8 @@ class Host:
                *self.extra_flags]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns] + cmd  # ip execs vexd: same pid
-        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "a"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "a"), stderr=subprocess.STDOUT,
+                                     env={**os.environ, **self.env})
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -104,6 +107,35 @@ class Host:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    def workers(self):
+        """This host's VM worker processes: {pid: VM name} (the name of the socket it serves)."""
+        found = {}
+        for pid in pids_mentioning(self.state):
+            args = read_cmdline(pid).split(b"\0")
+            if not args[0].endswith(b"vexd_worker"):
+                continue
+            for i, arg in enumerate(args):
+                socket = arg[len(b"--socket="):] if arg.startswith(b"--socket=") else (
+                    args[i + 1] if arg == b"--socket" and i + 1 < len(args) else None)
+                if socket:
+                    found[pid] = os.path.basename(socket.decode()).rsplit(".", 1)[0]
+        return found
+
+    def hidden_workers(self):
+        """Workers of VMs this host does not list: incoming migrations not (yet) committed."""
+        listed = set(self.vm_names())
+        return {pid: vm for pid, vm in self.workers().items() if vm not in listed}
+
+    def worker_logs(self):
+        """Everything this host's VM workers wrote (their logs in the state dir)."""
+        text = ""
+        for root, _, files in os.walk(self.state):
+            for f in files:
+                if f.endswith(".log"):
+                    with open(os.path.join(root, f), errors="replace") as log:
+                        text += log.read()
+        return text
 
     def log_tail(self, n=3000):
         try:
@@ -167,6 +199,13 @@ class Host:
     def migrate_cmd(self, vm, dst, *flags, json_out=True):
         return self.ctl_cmd("migrate", vm, "--to", dst.migration_address, *flags, json_out=json_out)
 
+    def migration_status(self, vm):
+        """`vexctl --json migrate-status`: the MigrationStatus dict, or None if there is none."""
+        proc = self.ctl("migrate-status", vm, json_out=True, check_rc=False)
+        if proc.returncode != 0:
+            return None
+        return json.loads(proc.stdout.splitlines()[0])
+
     def migrate(self, vm, dst, *flags, timeout=300):
         """`vexctl --json migrate`: (exit code, result dict or None, progress dicts, stderr)."""
         proc = run(*self.migrate_cmd(vm, dst, *flags), check_rc=False, timeout=timeout)
@@ -177,6 +216,14 @@ def parse_migration(proc):
     progress = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     result = progress[-1].get("result") if progress else None
     return proc.returncode, result, progress, proc.stderr.strip()
+
+
+def read_cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 def pids_mentioning(text):
@@ -249,11 +296,12 @@ class Lab:
         run(self.bin.make_certs, path, SRC_IP, DST_IP)
         return path
 
-    def add_host(self, side, extra_flags=(), tls_dir=None, name=None):
-        """A started vexd on `side` ("src" or "dst"), on a port of its own."""
+    def add_host(self, side, extra_flags=(), tls_dir=None, name=None, env=None):
+        """A started vexd on `side` ("src" or "dst"), on a port of its own; `env` adds to its
+        environment (e.g. a VEXSTATE_TESTING_* hook)."""
         name = name or side
         host = Host(self, name, self.namespaces.get(side), self.ip(side), self.next_port, tls_dir or self.tls_dir,
-                    extra_flags)
+                    extra_flags, env)
         self.next_port += 1
         self.hosts.append(host)
         return host.start()
@@ -263,6 +311,10 @@ class Lab:
         check(self.use_netns, "cutting the link needs network namespaces (root)")
         run("ip", "netns", "exec", self.namespaces[side], "ip", "link", "set", self.veth[side],
             "up" if up else "down")
+
+    def in_netns(self, side, *cmd):
+        """`cmd` as run from inside `side`'s namespace (as is without namespaces)."""
+        return (["ip", "netns", "exec", self.namespaces[side]] if self.use_netns else []) + list(cmd)
 
     def close(self):
         for host in self.hosts:
