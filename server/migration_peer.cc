@@ -58,6 +58,18 @@ grpc::Status MigrationPeerImpl::Prepare(grpc::ServerContext*, const v1::PrepareR
 absl::StatusOr<v1::PrepareResponse> MigrationPeerImpl::DoPrepare(const v1::PrepareRequest& request) {
   if (request.migration_id().empty()) return absl::InvalidArgumentError("Prepare: migration_id is empty");
   if (!request.requirements().has_config()) return absl::InvalidArgumentError("Prepare: requirements.config is unset");
+  // One id, one migration, for good: a replayed or duplicated Prepare must not make a second
+  // incoming VM (with a fresh token) for a migration that is under way, committed or discarded.
+  bool reused = false;
+  {
+    absl::MutexLock lock(&mu_);
+    reused = !prepared_.insert(request.migration_id()).second;
+  }
+  if (reused || supervisor_.Incoming(request.migration_id()).ok()) {
+    return absl::AlreadyExistsError(absl::StrFormat(
+        "Prepare: migration id %s was already used on this host (a replayed or duplicated Prepare)",
+        request.migration_id()));
+  }
   absl::StatusOr<v1::HostCapabilities> host = Host();
   if (!host.ok()) return host.status();
   v1::VmConfig config = supervisor_.ClampConfig(request.requirements().config());

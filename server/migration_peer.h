@@ -8,6 +8,9 @@
 // run the VM, which then becomes an ordinary VM here; Finish(false) discards it and forgets it.
 // QueryIncoming answers from the worker (MigrationDestination::Describe).
 //
+// A migration id is accepted by Prepare once per vexd lifetime (and while its incoming VM
+// exists): a replayed or duplicated Prepare is ALREADY_EXISTS.
+//
 // Exactly once (SPEC §4.1): FAILED means "this host will never run that copy". An id this vexd
 // does not know is answered FAILED by Finish(false) (nothing of it can run: an incoming VM's
 // record, which names its migration, is written before its token ever leaves this host and
@@ -63,6 +66,7 @@ class MigrationPeerImpl final : public v1::MigrationPeer::Service {
   absl::Mutex mu_;
   std::optional<v1::HostCapabilities> host_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> discarded_ ABSL_GUARDED_BY(mu_);  // migration ids
+  std::set<std::string> prepared_ ABSL_GUARDED_BY(mu_);   // every migration id Prepare was asked for
 };
 
 // The gRPC server of --migration_listen: MigrationPeerImpl over mutual TLS.

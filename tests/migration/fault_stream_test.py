@@ -238,7 +238,7 @@ def wait_for_phase(src, vm, phase, extra=lambda status: True):
 
 
 def cancel_in(lab, dst, phase, pending):
-    vm = "c-" + phase.lower().replace("_", "-")
+    vm = "c-" + {"STOP_AND_COPY": "stopcopy"}.get(phase, phase.lower())
     # Short host names: the state dir is part of each VM's Unix socket path (at most 107 bytes).
     src = lab.add_host("src", name="s" + vm, env={PHASE_DELAY: f"{phase}:{HOLD_MS}"})
     try:
@@ -359,6 +359,8 @@ def test_replayed_migration_id_after_completed(lab, dst):
         # A Prepare presenting that id again (a replayed or duplicated Prepare) is refused.
         again = peer_client(lab, dst, "prepare", peer=f"{dst.ip}:{dst.port}", migration_id=migration_id,
                             vm_name="replay2")
+        if "TOKEN" in again:  # accepted (the defect this checks): leave nothing for the next scenario
+            peer_client(lab, dst, "finish", peer=f"{dst.ip}:{dst.port}", migration_id=migration_id)
         check("TOKEN" not in again and not again["RESULT"].startswith("OK"),
               f"a Prepare with the used id {migration_id} was accepted: {again}")
         check(migration_id in again["RESULT"], f"the refusal does not name the id: {again['RESULT']}")
@@ -396,6 +398,8 @@ def test_replayed_token_after_failed(lab, dst):
     late = peer_client(lab, dst, "stream", endpoint=endpoint, migration_id=migration_id, token_hex=token)
     check(not late["RESULT"].startswith(("OK", "DATA_LOSS")), f"a replay after the discard got in: {late}")
     again = peer_client(lab, dst, "prepare", peer=peer, migration_id=migration_id, vm_name="replayed2")
+    if "TOKEN" in again:  # accepted (the defect this checks): leave nothing for the next scenario
+        peer_client(lab, dst, "finish", peer=peer, migration_id=migration_id)
     check(not again["RESULT"].startswith("OK") and migration_id in again["RESULT"],
           f"a Prepare with the discarded id {migration_id} was not refused naming it: {again}")
     expect_no_incoming_left(dst)
