@@ -66,9 +66,9 @@ absl::StatusOr<v1::PrepareResponse> MigrationPeerImpl::DoPrepare(const v1::Prepa
     reused = !prepared_.insert(request.migration_id()).second;
   }
   if (reused || supervisor_.Incoming(request.migration_id()).ok()) {
-    return absl::AlreadyExistsError(absl::StrFormat(
-        "Prepare: migration id %s was already used on this host (a replayed or duplicated Prepare)",
-        request.migration_id()));
+    return absl::AlreadyExistsError(
+        absl::StrFormat("Prepare: migration id %s was already used on this host (a replayed or duplicated Prepare)",
+                        request.migration_id()));
   }
   absl::StatusOr<v1::HostCapabilities> host = Host();
   if (!host.ok()) return host.status();
