@@ -175,6 +175,16 @@ def expect_no_incoming_left(dst):
     check(not stray, f"{dst.name}: files of VMs it does not list: {stray}")
 
 
+def last_sequence(host, vm):
+    return max((int(e.get("sequence", "0")) for e in host.events(vm)), default=0)
+
+
+def lifecycle_since(host, vm, sequence, state):
+    """The reasons of `vm`'s lifecycle events to `state` after event `sequence`."""
+    return [e["lifecycle"].get("reason", "") for e in host.events(vm)
+            if int(e.get("sequence", "0")) > sequence and e.get("lifecycle", {}).get("state") == state]
+
+
 def expect_outcome(migrated, outcome):
     rc, result, _, stderr = migrated
     check(result is not None, f"no migration result (exit {rc}): {stderr}")
@@ -243,6 +253,7 @@ def cancel_in(lab, dst, phase, pending):
     src = lab.add_host("src", name="s" + vm, env={PHASE_DELAY: f"{phase}:{HOLD_MS}"})
     try:
         pending.create(src, vm)
+        before = last_sequence(src, vm)
         migration = BackgroundMigration(src, dst, vm, "--max-downtime-ms", "300")
         if phase == "PRECOPY":
             wait_for_phase(src, vm, phase, lambda s: int(s.get("last_progress", {}).get("pages_sent", "0")) > 0)
@@ -266,6 +277,11 @@ def cancel_in(lab, dst, phase, pending):
         else:
             check(cancel.returncode == 0, f"migrate-cancel in {phase} failed: {cancel.stderr.strip()}")
             expect_outcome(migrated, "MIGRATION_CANCELLED")
+            if pending is PendingNmi:
+                # The hold really was where the phase says: only stop-and-copy paused the guest.
+                paused = lifecycle_since(src, vm, before, "VM_PAUSED")
+                check(bool(paused) == (phase == "STOP_AND_COPY"),
+                      f"cancel in {phase}: the source paused {len(paused)} times: {paused}")
             expect_no_incoming_left(dst)
             expect_runs_only_on(src, dst, vm, pending)
             migrate_afterwards(src, dst, vm)
