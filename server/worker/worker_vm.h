@@ -119,7 +119,8 @@ class WorkerVm {
 
   // ---- migration, source side
   absl::StatusOr<v1::MigrationRequirements> BeginMigration();
-  // `destination` names the peer in lifecycle reasons. Cancel with CancelMigrateOut.
+  // `destination` names the peer in lifecycle reasons. Cancel with CancelMigrateOut: a cancel
+  // that arrives before MigrateOut starts is kept for it, until the next BeginMigration.
   migration::SourceResult MigrateOut(migration::SourceOptions options, migration::PacketSink& sink,
                                      const std::string& destination);
   void CancelMigrateOut();

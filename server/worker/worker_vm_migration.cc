@@ -57,6 +57,14 @@ absl::StatusOr<v1::FinishResponse> WorkerVm::FinishIncoming(bool commit) {
 
 absl::StatusOr<v1::MigrationRequirements> WorkerVm::BeginMigration() {
   absl::MutexLock lock(&op_mu_);
+  {
+    // A new migration begins: a cancel still recorded is an earlier migration's, one that
+    // arrived after that migration's MigrateOut had ended (vexd forwards CancelMigration outside
+    // its lock, and only from pre-copy on, so none can be meant for this one yet). Kept, it
+    // would cancel this migration at once.
+    absl::MutexLock outgoing_lock(&outgoing_mu_);
+    cancel_requested_ = false;
+  }
   if (absl::Status s = CheckUsable("migrate it"); !s.ok()) return s;
   return migration::RequirementsOf(*vm_);
 }

@@ -18,6 +18,8 @@ on the destination (no hidden incoming VM, no incoming worker process):
   replayed_*        a completed migration's id is refused by a new Prepare; a stand-in source
                     (peer_client, with the lab's client certificate) shows a wrong token refused,
                     the right one accepted once, its replay refused, and a used id refused.
+  late_cancel       a cancel that reaches the source worker after a transfer ended (vexd forwards
+                    CancelMigration outside its lock) does not cancel the VM's next migration.
 
 Needs root (ip netns) and real KVM. Writes a JUnit XML report to $XML_OUTPUT_FILE.
 """
@@ -422,6 +424,28 @@ def test_replayed_token_after_failed(lab, dst):
     check(not [v for v in dst.vm_names() if v.startswith("replayed")], "a replayed VM is listed")
 
 
+def test_late_cancel_does_not_cancel_the_next_migration(lab, dst):
+    """A CancelMigration that crosses the end of a migration's transfer reaches the source worker
+    when no migration runs there (vexd forwards it outside its lock). Sent straight to the worker,
+    as vexd would: the VM's next migration must not inherit it."""
+    src = lab.add_host("src", name="slate")
+    vm = "late"
+    try:
+        PendingNmi.create(src, vm)
+        check(list(src.workers().values()).count(vm) == 1, f"{src.name}: workers of {vm}: {src.workers()}")
+        socket = os.path.join(src.state, "vms", vm + ".sock")
+        out = subprocess.run([PEER_CLIENT, "worker-cancel", f"--worker_socket={socket}", "--tls_dir=" + lab.tls_dir],
+                             capture_output=True, text=True, timeout=30)
+        print(f"    CancelMigrateOut with no migration running: {out.stdout.strip()} {out.stderr.strip()}")
+        check(out.returncode == 0 and out.stdout.startswith("RESULT OK"), f"worker-cancel: {out.stdout} {out.stderr}")
+        expect_outcome(src.migrate(vm, dst, "--max-downtime-ms", "300"), "MIGRATION_COMPLETED")
+        expect_no_incoming_left(dst)
+        expect_runs_only_on(dst, src, vm, PendingNmi)
+    finally:
+        stop_everywhere(vm, src, dst)
+        src.stop()
+
+
 TESTS = [
     test_cancel_in_begin,
     test_cancel_in_prepare,
@@ -432,6 +456,7 @@ TESTS = [
     test_corrupted_chunk_after_pause,
     test_replayed_migration_id_after_completed,
     test_replayed_token_after_failed,
+    test_late_cancel_does_not_cancel_the_next_migration,
 ]
 
 

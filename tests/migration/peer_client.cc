@@ -11,6 +11,9 @@
 //       destination's verdict says whether the hello was accepted (then DATA_LOSS: the stream
 //       ended before the final state) or refused (UNAUTHENTICATED).
 //   peer_client finish --peer=HOST:PORT --tls_dir=DIR --migration_id=ID [--commit]
+//   peer_client worker-cancel --worker_socket=PATH
+//       What vexd sends a source worker on CancelMigration (CancelMigrateOut), sent when no
+//       migration runs: the cancel that arrives just after a migration's transfer ended.
 //
 // Output: one line, "RESULT <GRPC_CODE_NAME> <message>" (plus "ENDPOINT ..." and "TOKEN ..."
 // lines after a successful prepare, "PHASE ..." after a successful finish). Exit status 0
@@ -30,6 +33,7 @@
 #include "migration/data_service.h"
 #include "migration/tls.h"
 #include "vexstate/v1/migration.grpc.pb.h"
+#include "vexstate/v1/worker.grpc.pb.h"
 
 ABSL_FLAG(std::string, peer, "", "the destination vexd's --migration_listen HOST:PORT");
 ABSL_FLAG(std::string, endpoint, "", "a data endpoint from prepare");
@@ -38,6 +42,7 @@ ABSL_FLAG(std::string, migration_id, "", "the migration id");
 ABSL_FLAG(std::string, vm_name, "replayed", "prepare: the incoming VM's name");
 ABSL_FLAG(std::string, token_hex, "", "stream: the token to present, in hex");
 ABSL_FLAG(bool, commit, false, "finish: commit instead of discard");
+ABSL_FLAG(std::string, worker_socket, "", "worker-cancel: the source VM worker's Unix socket");
 
 namespace vexstate {
 namespace {
@@ -106,12 +111,21 @@ int Finish(const migration::TlsPem& tls) {
   return Print(FromGrpc(rpc));
 }
 
+int WorkerCancel() {
+  auto worker = v1::VmWorker::NewStub(
+      grpc::CreateChannel("unix:" + absl::GetFlag(FLAGS_worker_socket), grpc::InsecureChannelCredentials()));
+  v1::VmInfo info;
+  return Print(FromGrpc(
+      worker->CancelMigrateOut(WithDeadline(absl::Seconds(10)).get(), v1::CancelMigrateOutRequest(), &info)));
+}
+
 }  // namespace
 }  // namespace vexstate
 
 int main(int argc, char** argv) {
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   const std::string command = args.size() == 2 ? args[1] : "";
+  if (command == "worker-cancel") return vexstate::WorkerCancel();
   absl::StatusOr<vexstate::migration::TlsPem> tls =
       vexstate::migration::LoadTls(vexstate::migration::TlsFilesIn(absl::GetFlag(FLAGS_tls_dir), "client"));
   if (!tls.ok()) {
@@ -121,6 +135,6 @@ int main(int argc, char** argv) {
   if (command == "prepare") return vexstate::Prepare(*tls);
   if (command == "stream") return vexstate::Stream(*tls);
   if (command == "finish") return vexstate::Finish(*tls);
-  std::fprintf(stderr, "usage: peer_client prepare|stream|finish --flags (see the source)\n");
+  std::fprintf(stderr, "usage: peer_client prepare|stream|finish|worker-cancel --flags (see the source)\n");
   return 2;
 }
