@@ -29,45 +29,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
-import xml.etree.ElementTree as ET
 
-RUNFILES = os.environ.get("TEST_SRCDIR", "")
-WORKSPACE = os.environ.get("TEST_WORKSPACE", "vexstate")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lab_support import (MC_ARGS, MC_STATUS, NMI_HOLD_MASK, WORKLOAD, Failure, check, exc_reports,  # noqa: E402
+                         hold_nmi_and_make_one_pending, parse_migration, release_nmi_and_expect_once,
+                         run_scenarios, runfile, vec)
 
-
-def runfile(path):
-    for base in (os.path.join(RUNFILES, WORKSPACE), os.getcwd()):
-        candidate = os.path.join(base, path)
-        if os.path.exists(candidate):
-            return candidate
-    raise FileNotFoundError(path)
-
-
-sys.path.insert(0, os.path.dirname(runfile("tools/two_hosts.py")))
-from two_hosts import Binaries, Failure, Lab, check, parse_migration  # noqa: E402
-
-BINARIES = Binaries(vexd=runfile("server/vexd"), worker=runfile("server/worker/vexd_worker"),
-                    vexctl=runfile("client/vexctl"), make_certs=runfile("tools/make_certs.sh"))
 PEER_CLIENT = runfile("tests/migration/peer_client")
 
 PHASE_DELAY = "VEXSTATE_TESTING_PHASE_DELAY"
 CORRUPT_RUN = "VEXSTATE_TESTING_CORRUPT_RUN"
 HOLD_MS = 3000  # how long the hook holds a phase: the test needs well under a second to cancel
-
-MC_STATUS = "0xbc0000000000009f"
-MC_ARGS = ["--bank", "3", "--status", MC_STATUS, "--addr", "0x12345000", "--misc", "0x86", "--mcg-status", "0x5"]
-# 2048 pages (8 MiB) dirtied at 16384 pages/s = 64 MiB/s.
-WORKLOAD = ["--workset-pages", "2048", "--dirty-pages-per-sec", "16384"]
-NMI_HOLD_MASK = "0x4"  # the NMI handler (vector 2) holds: NMIs stay masked until it is cleared
-
-
-def vec(report):
-    return int(report["fields"].get("vec", "-1"))
-
-
-def exc_reports(host, vm, vector):
-    return [r for r in host.guest_reports(vm, "EXC") if vec(r) == vector]
 
 
 def wait_until(what, predicate, timeout=30.0, interval=0.05):
@@ -92,24 +64,9 @@ class PendingNmi:
     def create(host, vm):
         host.create_running(vm, vcpus=2, extra=[*WORKLOAD, "--hold-mask", NMI_HOLD_MASK])
         time.sleep(1.5)  # the workload touches its working set
-        host.ctl("inject", "nmi", vm, "--vcpu", "1", "--pause-around")
-        check(len(host.wait_reports(vm, "HOLD", lambda r: vec(r) == 2, 1)) == 1,
-              f"{host.name}/{vm}: the NMI handler did not hold")
-        host.ctl("inject", "nmi", vm, "--vcpu", "1", "--pause-around")
-        check("NMI" in host.ctl("pending", vm).stdout, f"{host.name}/{vm}: no NMI pending")
+        hold_nmi_and_make_one_pending(host, vm)
 
-    @staticmethod
-    def expect_taken_once(host, vm):
-        host.ctl("guest", vm, "settings", "--hold-mask", "0")
-
-        def pending_one(r):
-            return vec(r) == 2 and int(r["fields"]["cpu"]) == 1 and int(r["fields"]["seq"]) >= 2
-
-        host.wait_reports(vm, "EXC", pending_one, 1)
-        time.sleep(0.5)
-        got = [r for r in host.guest_reports(vm, "EXC") if pending_one(r)]
-        check(len(got) == 1 and int(got[0]["fields"]["seq"]) == 2,
-              f"{host.name}/{vm}: expected the pending NMI (seq 2) exactly once, got {[r['line'] for r in got]}")
+    expect_taken_once = staticmethod(release_nmi_and_expect_once)
 
     @staticmethod
     def expect_not_taken(host, vm):
@@ -293,24 +250,17 @@ def cancel_in(lab, dst, phase, pending):
         src.stop()
 
 
-def test_cancel_in_begin(lab, dst):
-    cancel_in(lab, dst, "BEGIN", PendingMc)
+def cancel_test(phase, pending):
+    def test(lab, dst):
+        cancel_in(lab, dst, phase, pending)
+
+    test.__name__ = f"test_cancel_in_{phase.lower()}" + ("_refused" if phase == "FINISH" else "")
+    return test
 
 
-def test_cancel_in_prepare(lab, dst):
-    cancel_in(lab, dst, "PREPARE", PendingMc)
-
-
-def test_cancel_in_precopy(lab, dst):
-    cancel_in(lab, dst, "PRECOPY", PendingNmi)
-
-
-def test_cancel_in_stop_and_copy(lab, dst):
-    cancel_in(lab, dst, "STOP_AND_COPY", PendingNmi)
-
-
-def test_cancel_in_finish_refused(lab, dst):
-    cancel_in(lab, dst, "FINISH", PendingNmi)
+CANCEL_TESTS = [cancel_test(phase, pending) for phase, pending in (
+    ("BEGIN", PendingMc), ("PREPARE", PendingMc), ("PRECOPY", PendingNmi), ("STOP_AND_COPY", PendingNmi),
+    ("FINISH", PendingNmi))]
 
 
 # ---------------------------------------------------------------------------- one corrupted chunk
@@ -447,11 +397,7 @@ def test_late_cancel_does_not_cancel_the_next_migration(lab, dst):
 
 
 TESTS = [
-    test_cancel_in_begin,
-    test_cancel_in_prepare,
-    test_cancel_in_precopy,
-    test_cancel_in_stop_and_copy,
-    test_cancel_in_finish_refused,
+    *CANCEL_TESTS,
     test_corrupted_chunk_in_precopy,
     test_corrupted_chunk_after_pause,
     test_replayed_migration_id_after_completed,
@@ -460,44 +406,5 @@ TESTS = [
 ]
 
 
-def main():
-    only = sys.argv[1:]  # optional: names (or parts of names) of the scenarios to run
-    tests = [t for t in TESTS if not only or any(o in t.__name__ for o in only)]
-    if os.geteuid() != 0:
-        print("this test needs root (ip netns)", file=sys.stderr)
-        return 1
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        print("/dev/kvm is not usable: this test needs real KVM", file=sys.stderr)
-        return 1
-    suite = ET.Element("testsuite", name="fault_stream_test")
-    failures = 0
-    with Lab(BINARIES, use_netns=True) as lab:
-        dst = lab.add_host("dst")
-        for test in tests:
-            start = time.time()
-            case = ET.SubElement(suite, "testcase", name=test.__name__, classname="fault_stream_test")
-            print(f"[ RUN      ] {test.__name__}", flush=True)
-            try:
-                test(lab, dst)
-                print(f"[       OK ] {test.__name__} ({time.time() - start:.1f} s)", flush=True)
-            except Exception as e:  # noqa: BLE001 - every failure is reported, then the next runs
-                failures += 1
-                detail = traceback.format_exc() if not isinstance(e, Failure) else str(e)
-                ET.SubElement(case, "failure", message=str(e)[:500]).text = detail
-                print(f"[  FAILED  ] {test.__name__}: {detail}", flush=True)
-                for host in lab.hosts:
-                    print(f"--- {host.name} vexd log (tail) ---\n{host.log_tail()}")
-            case.set("time", f"{time.time() - start:.2f}")
-    suite.set("tests", str(len(tests)))
-    suite.set("failures", str(failures))
-    out = os.environ.get("XML_OUTPUT_FILE")
-    if out:
-        root_el = ET.Element("testsuites")
-        root_el.append(suite)
-        ET.ElementTree(root_el).write(out)
-    print(f"{len(tests) - failures} passed, {failures} failed")
-    return 1 if failures else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_scenarios("fault_stream_test", TESTS, lambda lab: (lab, lab.add_host("dst"))))
