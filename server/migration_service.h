@@ -29,8 +29,10 @@
 // data stream gets what is left of it); keepalive and a write watchdog on the data stream and
 // keepalive plus per-call deadlines on the peer calls fail a dead link within seconds.
 //
-// CancelMigration: before Finish(commit) was sent, cancels (the engine's Cancel); after it,
-// FAILED_PRECONDITION. QueryMigration: the VM's migration in progress, else its last one.
+// CancelMigration: before Finish(commit) was sent, cancels (in Begin: Prepare is never sent; in
+// Prepare: the destination is told to discard; from pre-copy on: the engine's Cancel); after it,
+// FAILED_PRECONDITION. VEXSTATE_TESTING_PHASE_DELAY (migration/testing_phase_delay.h) holds a
+// phase for tests. QueryMigration: the VM's migration in progress, else its last one.
 //
 // Thread-safety: thread-safe; one migration per VM at a time (ALREADY_EXISTS otherwise).
 #ifndef VEXSTATE_SERVER_MIGRATION_SERVICE_H_
