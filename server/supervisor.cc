@@ -668,20 +668,25 @@ void Supervisor::Announce(const std::string& name, v1::VmRunState state, const s
 absl::StatusOr<v1::VmInfo> Supervisor::DeleteVm(const std::string& name) {
   if (name.empty()) return absl::InvalidArgumentError("no VM named: the request's name field is empty");
   v1::VmInfo info;
+  // Outlives both locks: erasing the table's entry may drop the last reference to the VM, and
+  // its mutex must not be destroyed while vm_lock still holds it.
+  std::shared_ptr<Vm> doomed;
   {
     absl::MutexLock lock(&mu_);
     auto it = vms_.find(name);
     if (it == vms_.end()) return absl::NotFoundError(absl::StrFormat("no VM named '%s'", name));
-    Vm& vm = *it->second;
-    absl::MutexLock vm_lock(&vm.mu);
-    if (vm.phase != Phase::kGone) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "VM %s still has a worker (%s): StopVm it first", name,
-          vm.phase == Phase::kLive ? RunStateName(vm.record.last_state()) : "being created or stopped"));
+    doomed = it->second;
+    {
+      absl::MutexLock vm_lock(&doomed->mu);
+      if (doomed->phase != Phase::kGone) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "VM %s still has a worker (%s): StopVm it first", name,
+            doomed->phase == Phase::kLive ? RunStateName(doomed->record.last_state()) : "being created or stopped"));
+      }
+      absl::Status removed = journal_.Remove(name);
+      if (!removed.ok()) return removed;
+      info = InfoFromRecord(doomed->record);
     }
-    absl::Status removed = journal_.Remove(name);
-    if (!removed.ok()) return removed;
-    info = InfoFromRecord(vm.record);
     vms_.erase(it);
   }
   RemoveVmFiles(name);
