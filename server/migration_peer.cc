@@ -106,11 +106,11 @@ grpc::Status MigrationPeerImpl::Finish(grpc::ServerContext*, const v1::FinishReq
 
 absl::StatusOr<v1::FinishResponse> MigrationPeerImpl::DoFinish(const v1::FinishRequest& request) {
   const std::string& id = request.migration_id();
+  // Settled here before (possibly before a restart of either vexd): the same answer again.
+  if (std::optional<v1::FinishResponse> settled = supervisor_.SettledIncoming(id)) return *settled;
   absl::StatusOr<std::pair<std::string, std::shared_ptr<WorkerConnection>>> incoming = supervisor_.Incoming(id);
   if (!incoming.ok()) {
     if (incoming.status().code() != absl::StatusCode::kNotFound) return incoming.status();
-    // Settled here before (possibly before a restart of either vexd): the same answer again.
-    if (std::optional<v1::FinishResponse> settled = supervisor_.SettledIncoming(id)) return *settled;
     // Unknown here: nothing of it can run (see the header). A commit cannot be honoured.
     if (request.commit()) return incoming.status();
     v1::FinishResponse discarded;
@@ -163,17 +163,13 @@ void MigrationPeerImpl::Discard(const std::string& id, const std::string& name,
 
 grpc::Status MigrationPeerImpl::QueryIncoming(grpc::ServerContext*, const v1::QueryIncomingRequest* request,
                                               v1::FinishResponse* response) {
+  if (std::optional<v1::FinishResponse> settled = supervisor_.SettledIncoming(request->migration_id())) {
+    *response = *settled;
+    return grpc::Status::OK;
+  }
   absl::StatusOr<std::pair<std::string, std::shared_ptr<WorkerConnection>>> incoming =
       supervisor_.Incoming(request->migration_id());
-  if (!incoming.ok()) {
-    if (incoming.status().code() == absl::StatusCode::kNotFound) {
-      if (std::optional<v1::FinishResponse> settled = supervisor_.SettledIncoming(request->migration_id())) {
-        *response = *settled;
-        return grpc::Status::OK;
-      }
-    }
-    return worker::ToGrpcStatus(incoming.status());
-  }
+  if (!incoming.ok()) return worker::ToGrpcStatus(incoming.status());
   std::unique_ptr<grpc::ClientContext> context = WithDeadline(options_.worker_call_timeout);
   v1::IncomingStatus status;
   grpc::Status rpc = incoming->second->stub->GetIncoming(context.get(), v1::WorkerStatusRequest(), &status);
