@@ -125,8 +125,11 @@ void MigrationServiceImpl::SettleCommitted(const std::string& vm, v1::MigrationJ
   for (;;) {
     if (peer == nullptr) {
       absl::StatusOr<std::unique_ptr<PeerClient>> connected = PeerClient::Connect(peer_address, options_.tls_dir);
-      if (connected.ok()) peer = std::move(*connected);
-      verdict = connected.status();
+      if (connected.ok()) {
+        peer = std::move(*connected);
+      } else {
+        verdict = connected.status();  // the TLS files: asked again at the next try
+      }
     }
     if (peer != nullptr) {
       // Finish(commit) again is what was journalled: the destination answers it from its record

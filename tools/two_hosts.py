@@ -231,6 +231,15 @@ def expect_memory_intact(host, vm):
           f"{host.name}/{vm}: guest memcheck {check_result}")
 
 
+def last_sequence(host, vm):
+    return max((int(e.get("sequence", "0")) for e in host.events(vm)), default=0)
+
+
+def paused_events(host, vm, after_sequence):
+    return [e for e in host.events(vm) if int(e.get("sequence", "0")) > after_sequence and
+            e.get("lifecycle", {}).get("state") == "VM_PAUSED"]
+
+
 def hold_nmi_and_make_one_pending(host, vm):
     """vCPU 1 takes an NMI and holds in its handler (NMIs masked); a second NMI is made pending
     (--pause-around) and stays pending while the VM runs. vCPU 0 keeps running the workload."""

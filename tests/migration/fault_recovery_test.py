@@ -45,17 +45,21 @@ def runfile(path):
 
 sys.path.insert(0, os.path.dirname(runfile("tools/two_hosts.py")))
 from two_hosts import (NMI_HOLD_MASK, WORKLOAD, Binaries, check, exc_reports, expect_memory_intact,  # noqa: E402
-                       hold_nmi_and_make_one_pending, parse_migration, release_nmi_and_expect_once, run_scenarios)
+                       hold_nmi_and_make_one_pending, last_sequence, parse_migration, paused_events,
+                       release_nmi_and_expect_once, run_scenarios)
 
 BINARIES = Binaries(vexd=runfile("server/vexd"), worker=runfile("server/worker/vexd_worker"),
                     vexctl=runfile("client/vexctl"), make_certs=runfile("tools/make_certs.sh"))
 
 # The fault-injection window: long enough to kill and restart a vexd in it.
 DELAY_MS = 8000
-# A working set the link cannot move below a 1 ms downtime: pre-copy lasts until the fault.
-# 16384 pages (64 MiB) dirtied at 16384 pages/s = 64 MiB/s.
+# Pre-copy that lasts until the fault: 16384 pages (64 MiB) dirtied at 16384 pages/s = 64 MiB/s,
+# sent at most at 32 MiB/s, so no round ever fits a 1 ms downtime.
 BIG_WORKLOAD = ["--workset-pages", "16384", "--dirty-pages-per-sec", "16384"]
-ENDLESS_PRECOPY = ["--max-downtime-ms", "1", "--max-rounds", "1000", "--deadline-ms", "60000"]
+ENDLESS_PRECOPY = ["--max-downtime-ms", "1", "--max-rounds", "1000", "--max-bandwidth-mibps", "32",
+                   "--deadline-ms", "60000"]
+# Progress for a round is reported when it ends: the fault comes while the next one is sent.
+FAULT_AFTER_ROUND = 1
 
 timings = []  # (scenario, what happened, seconds)
 
@@ -96,8 +100,8 @@ class Migration:
                                                            stderr))
 
 
-def at_precopy_round(n, action):
-    """An on_line callback that runs `action` once, at the first progress line of pre-copy round n."""
+def after_precopy_round(n, action):
+    """An on_line callback that runs `action` once, when pre-copy round n has been reported."""
     fired = threading.Event()
 
     def on_line(line):
@@ -163,12 +167,13 @@ def test_dst_worker_killed_during_precopy(lab, src, src_fin, src_conf, dst):
     vm = "k-pre"
     start_witness(src, vm, big=True)
     killed = []
-    trigger = at_precopy_round(2, lambda: killed.append(dst.kill_worker(vm)))
+    trigger = after_precopy_round(FAULT_AFTER_ROUND, lambda: killed.append(dst.kill_worker(vm)))
     migration = Migration(src, vm, dst, *ENDLESS_PRECOPY, on_line=trigger)
     migrated = migration.wait()
-    check(trigger.fired.is_set() and killed, f"pre-copy never reached round 2: {outcome_of(migrated)}")
+    check(trigger.fired.is_set() and killed, f"pre-copy never passed round {FAULT_AFTER_ROUND}: {outcome_of(migrated)}")
     outcome, error = outcome_of(migrated)
     check(outcome == "MIGRATION_FAILED", f"outcome {outcome}: {error}")
+    check("pre-copy round" in error, f"the fault did not hit pre-copy: {error}")
     note("dst worker -9 in pre-copy", f"{outcome}: {error[:100]}", time.time() - migration.started)
     expect_on_exactly(src, dst, vm)
 
@@ -212,15 +217,18 @@ def test_src_vexd_killed_before_finish(lab, src, src_fin, src_conf, dst):
 def test_src_vexd_killed_during_precopy(lab, src, src_fin, src_conf, dst):
     vm = "k-srcpre"
     start_witness(src, vm, big=True)
-    trigger = at_precopy_round(2, src.kill)
+    before = last_sequence(src, vm)
+    trigger = after_precopy_round(FAULT_AFTER_ROUND, src.kill)
     migration = Migration(src, vm, dst, *ENDLESS_PRECOPY, on_line=trigger)
     migration.wait()
-    check(trigger.fired.is_set(), "pre-copy never reached round 2")
+    check(trigger.fired.is_set(), f"pre-copy never passed round {FAULT_AFTER_ROUND}")
     restarted = time.time()
     since = src.log_size()
     src.start()
     line = src.wait_log("failed: interrupted by a vexd restart before Finish(commit)", since, timeout=60)
-    note("source vexd -9 in pre-copy", line.split(": ", 1)[-1][:140], time.time() - restarted)
+    note("source vexd -9 in pre-copy", line.split(": ", 2)[-1][:140], time.time() - restarted)
+    # The fault hit pre-copy: the VM never paused for stop-and-copy.
+    check(not paused_events(src, vm, before), "the source paused: the fault came after pre-copy")
     expect_on_exactly(src, dst, vm)
 
 

@@ -32,8 +32,8 @@ def runfile(path):
 
 sys.path.insert(0, os.path.dirname(runfile("tools/two_hosts.py")))
 from two_hosts import (NMI_HOLD_MASK, WORKLOAD, Binaries, check, exc_reports, expect_memory_intact,  # noqa: E402
-                       hold_nmi_and_make_one_pending, parse_migration, release_nmi_and_expect_once, run_scenarios,
-                       vec)
+                       hold_nmi_and_make_one_pending, last_sequence, parse_migration, paused_events,
+                       release_nmi_and_expect_once, run_scenarios, vec)
 
 BINARIES = Binaries(vexd=runfile("server/vexd"), worker=runfile("server/worker/vexd_worker"),
                     vexctl=runfile("client/vexctl"), make_certs=runfile("tools/make_certs.sh"))
@@ -135,15 +135,6 @@ def test_c_nmi_pending_while_masked_live(lab, src, dst):
     release_nmi_and_expect_once(dst, vm)
     check(len(exc_reports(src, vm, 2)) == 1, "the source guest took the pending NMI")
     expect_memory_intact(dst, vm)
-
-
-def paused_events(host, vm, after_sequence):
-    return [e for e in host.events(vm) if int(e.get("sequence", "0")) > after_sequence and
-            e.get("lifecycle", {}).get("state") == "VM_PAUSED"]
-
-
-def last_sequence(host, vm):
-    return max((int(e.get("sequence", "0")) for e in host.events(vm)), default=0)
 
 
 def test_d_fewer_mce_banks(lab, src, dst):
