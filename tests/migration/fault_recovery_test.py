@@ -18,6 +18,10 @@ Scenarios:
   dst_vexd_restarted_uncommitted      destination vexd SIGKILLed and restarted while the source
                                       holds before Finish(commit): the uncommitted copy is
                                       discarded at start-up and Finish(commit) is answered FAILED
+  outcome_unknown_until_destination_returns
+                                      both vexds SIGKILLed there; the source restarted alone keeps
+                                      the VM paused with "outcome unknown" until the destination
+                                      is back and answers FAILED; then it resumes the VM
 
 Deterministic windows come from vexd's test-only fault-injection flags
 --testing_delay_before_finish_ms / --testing_delay_before_confirm_ms (off by default): the
@@ -252,6 +256,35 @@ def test_dst_vexd_restarted_uncommitted(lab, src, src_fin, src_conf, dst):
     expect_on_exactly(src_fin, dst, vm)
 
 
+def test_outcome_unknown_until_destination_returns(lab, src, src_fin, src_conf, dst):
+    """Both vexds die while the source holds before Finish(commit); the source comes back alone.
+    Nobody can say whether the destination runs the VM: it stays paused and listed on the source,
+    its error says so, and the source keeps asking. The destination comes back, discards its
+    uncommitted copy at start-up, answers FAILED, and the VM resumes on the source."""
+    vm = "k-unknown"
+    start_witness(src_fin, vm)
+    since = src_fin.log_size()
+    migration = Migration(src_fin, vm, dst, "--max-downtime-ms", "300")
+    src_fin.wait_log(f"of VM {vm}: waiting {DELAY_MS} ms before Finish(commit)", since)
+    dst.kill()
+    src_fin.kill()
+    migration.wait()
+    restarted = time.time()
+    since = src_fin.log_size()
+    src_fin.start()
+    src_fin.wait_log(f"VM {vm}: outcome unknown: kept paused here", since, timeout=60)
+    info = src_fin.json("vm", "show", vm)[0]
+    check(info["state"] == "VM_PAUSED" and "outcome unknown" in info.get("error", ""),
+          f"while unsettled the source shows {info['state']}: {info.get('error')}")
+    check(len(exc_reports(src_fin, vm, 2)) == 1, "the source guest took the pending NMI while unsettled")
+    unknown_for = time.time() - restarted
+    dst.start()
+    src_fin.wait_log("settled after a vexd restart: MIGRATION_FAILED", since, timeout=90)
+    note("both vexds -9, source back alone", f"unknown after {unknown_for:.1f} s, then FAILED: resumed here",
+         time.time() - restarted)
+    expect_on_exactly(src_fin, dst, vm)
+
+
 TESTS = [
     test_dst_worker_killed_during_precopy,
     test_dst_worker_killed_after_final_state,
@@ -259,6 +292,7 @@ TESTS = [
     test_src_vexd_killed_before_finish,
     test_src_vexd_killed_during_precopy,
     test_dst_vexd_restarted_uncommitted,
+    test_outcome_unknown_until_destination_returns,
 ]
 
 
