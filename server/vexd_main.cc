@@ -24,6 +24,13 @@
 //   listeners, operator role) migrates VMs away with the same TLS files.
 // --max_mce_banks: a VM created or received here gets at most N MCE banks, and the host
 //   capabilities this vexd reports to migration sources say N (0 = all the host offers).
+// --testing_delay_before_finish_ms, --testing_delay_before_confirm_ms: FAULT INJECTION FOR TESTS
+//   ONLY (off by default): a migration from this vexd logs "testing: ... waiting N ms before
+//   <step>" and waits there, so that a test can kill a process in that window.
+//
+// At start, journalled migrations interrupted by a previous vexd's death are settled
+// (supervisor.h for incoming VMs, migration_service.h for outgoing ones; the latter in the
+// background, so start-up never waits for a peer).
 //
 // SIGTERM/SIGINT: stop serving and exit 0; the workers (and their VMs) keep running.
 #include <signal.h>
