@@ -33,7 +33,8 @@ absl::Status IncomingOutcomes::Record(const std::string& id, const v1::FinishRes
   if (!outcome.SerializeToString(&bytes)) return absl::InternalError("cannot serialise a FinishResponse");
   absl::Status written = WriteFileAtomically(PathOf(id), bytes);
   if (!written.ok()) {
-    return absl::Status(written.code(), absl::StrCat("recording the outcome of migration ", id, ": ", written.message()));
+    return absl::Status(written.code(),
+                        absl::StrCat("recording the outcome of migration ", id, ": ", written.message()));
   }
   return absl::OkStatus();
 }

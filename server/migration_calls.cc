@@ -33,8 +33,8 @@ absl::StatusOr<std::unique_ptr<PeerClient>> PeerClient::Connect(const std::strin
   // Keepalive: a cut link fails the peer calls within seconds (each also has a deadline).
   grpc::ChannelArguments args;
   migration::KeepaliveChannelArgs(args);
-  return std::unique_ptr<PeerClient>(new PeerClient(v1::MigrationPeer::NewStub(grpc::CreateCustomChannel(
-      destination.substr(scheme.size()), migration::ClientTlsCredentials(*tls), args))));
+  return std::unique_ptr<PeerClient>(new PeerClient(v1::MigrationPeer::NewStub(
+      grpc::CreateCustomChannel(destination.substr(scheme.size()), migration::ClientTlsCredentials(*tls), args))));
 }
 
 absl::StatusOr<v1::FinishResponse> PeerClient::Finish(const std::string& migration_id, bool commit,
@@ -49,8 +49,7 @@ absl::StatusOr<v1::FinishResponse> PeerClient::Finish(const std::string& migrati
   return response;
 }
 
-absl::StatusOr<v1::FinishResponse> PeerClient::QueryIncoming(const std::string& migration_id,
-                                                             absl::Duration timeout) {
+absl::StatusOr<v1::FinishResponse> PeerClient::QueryIncoming(const std::string& migration_id, absl::Duration timeout) {
   std::unique_ptr<grpc::ClientContext> context = ContextWithDeadline(timeout);
   v1::QueryIncomingRequest request;
   request.set_migration_id(migration_id);

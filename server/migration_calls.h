@@ -40,9 +40,8 @@ class PeerClient {
   // (saying Finish again while the destination reports a verified but unsettled copy) until it
   // is settled, `give_up` passes or `stop` returns true. DEADLINE_EXCEEDED (or the last call's
   // error) when nobody could say.
-  absl::StatusOr<v1::FinishResponse> Settle(const std::string& migration_id, bool commit,
-                                            absl::Duration call_timeout, absl::Time give_up,
-                                            const std::function<bool()>& stop = nullptr);
+  absl::StatusOr<v1::FinishResponse> Settle(const std::string& migration_id, bool commit, absl::Duration call_timeout,
+                                            absl::Time give_up, const std::function<bool()>& stop = nullptr);
 
  private:
   explicit PeerClient(std::unique_ptr<v1::MigrationPeer::Stub> stub) : stub_(std::move(stub)) {}

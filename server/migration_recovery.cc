@@ -72,8 +72,7 @@ void MigrationServiceImpl::SettleJournaled(const std::string& vm, v1::MigrationJ
   if (auto it = active_.find(vm); it != active_.end() && it->second == active) active_.erase(it);
 }
 
-void MigrationServiceImpl::SettlePreCommit(const std::string& vm, const v1::MigrationJournal& journal,
-                                           Active& active) {
+void MigrationServiceImpl::SettlePreCommit(const std::string& vm, const v1::MigrationJournal& journal, Active& active) {
   const std::string& id = journal.migration_id();
   if (active.worker != nullptr) {
     // The worker may still be streaming (it stops by itself once it notices that the old vexd's
@@ -91,27 +90,31 @@ void MigrationServiceImpl::SettlePreCommit(const std::string& vm, const v1::Migr
   told = answer.ok() ? absl::StrCat("the destination says ", v1::MigrationPhase_Name(answer->phase()))
                      : absl::StrCat("the destination could not be told to discard (", answer.status().message(),
                                     "; it never runs the VM without Finish(commit))");
+  const std::string error = absl::StrCat("interrupted by a vexd restart before Finish(commit); ", told);
+  KeepHere(vm, active, journal.peer(), absl::StrCat("migration ", id, " to ", journal.peer(), " failed: ", error));
+  absl::MutexLock lock(&mu_);
+  active.status.set_phase(v1::MIGRATION_FAILED);
+  active.status.mutable_last_progress()->mutable_result()->set_outcome(v1::MIGRATION_FAILED);
+  active.status.mutable_last_progress()->mutable_result()->set_error(error);
+}
+
+void MigrationServiceImpl::KeepHere(const std::string& vm, Active& active, const std::string& peer,
+                                    const std::string& what) {
   std::string here = "the VM's worker is gone";
   if (active.worker != nullptr) {
     absl::StatusOr<v1::VmInfo> info =
-        ConfirmOnWorker(*active.worker, /*committed=*/false, journal.peer(), options_.worker_call_timeout);
+        ConfirmOnWorker(*active.worker, /*committed=*/false, peer, options_.worker_call_timeout);
     if (info.ok()) {
       supervisor_.Observe(vm, *info);
-      here = absl::StrCat("the VM stays here, ", RunStateName(info->state()),
-                          " (resumed if the migration had paused it)");
+      here =
+          absl::StrCat("the VM stays here, ", RunStateName(info->state()), " (resumed if the migration had paused it)");
     } else {
       here = absl::StrCat("resuming the VM here failed: ", info.status().message());
     }
   }
   supervisor_.JournalMigration(vm, v1::MigrationJournal()).IgnoreError();
-  const std::string error = absl::StrCat("interrupted by a vexd restart before Finish(commit); ", told);
   absl::StatusOr<v1::VmInfo> now = supervisor_.GetVm(vm);
-  supervisor_.Announce(vm, now.ok() ? now->state() : v1::VM_RUN_STATE_UNSPECIFIED,
-                       absl::StrCat("migration ", id, " to ", journal.peer(), " failed: ", error, "; ", here));
-  absl::MutexLock lock(&mu_);
-  active.status.set_phase(v1::MIGRATION_FAILED);
-  active.status.mutable_last_progress()->mutable_result()->set_outcome(v1::MIGRATION_FAILED);
-  active.status.mutable_last_progress()->mutable_result()->set_error(error);
+  supervisor_.Announce(vm, now.ok() ? now->state() : v1::VM_RUN_STATE_UNSPECIFIED, absl::StrCat(what, "; ", here));
 }
 
 void MigrationServiceImpl::SettleCommitted(const std::string& vm, v1::MigrationJournal journal, Active& active) {
@@ -141,10 +144,9 @@ void MigrationServiceImpl::SettleCommitted(const std::string& vm, v1::MigrationJ
     if (!reported_unknown && absl::Now() >= unknown_after) {
       // Exactly once: nobody can say whether the destination runs the VM: never risk running it
       // twice. Paused and listed here, saying why, until the destination answers.
-      const std::string why =
-          absl::StrCat("outcome unknown: kept paused here; migration ", id, " to ", peer_address,
-                       " had sent Finish(commit) and the destination has not settled it (", verdict.status().message(),
-                       "); vexd keeps asking");
+      const std::string why = absl::StrCat("outcome unknown: kept paused here; migration ", id, " to ", peer_address,
+                                           " had sent Finish(commit) and the destination has not settled it (",
+                                           verdict.status().message(), "); vexd keeps asking");
       journal.set_unsettled(why);
       supervisor_.JournalMigration(vm, journal).IgnoreError();
       supervisor_.Announce(vm, v1::VM_PAUSED, why);
@@ -170,24 +172,9 @@ void MigrationServiceImpl::SettleCommitted(const std::string& vm, v1::MigrationJ
                                       "): the destination runs it; settled after a vexd restart"));
   } else {
     // The destination confirmed it discarded its copy: the VM may run here again.
-    std::string here = "the VM's worker is gone";
-    if (active.worker != nullptr) {
-      absl::StatusOr<v1::VmInfo> info =
-          ConfirmOnWorker(*active.worker, /*committed=*/false, peer_address, options_.worker_call_timeout);
-      if (info.ok()) {
-        supervisor_.Observe(vm, *info);
-        here = absl::StrCat("the VM stays here, ", RunStateName(info->state()),
-                            " (resumed if the migration had paused it)");
-      } else {
-        here = absl::StrCat("resuming the VM here failed: ", info.status().message());
-      }
-    }
-    supervisor_.JournalMigration(vm, v1::MigrationJournal()).IgnoreError();
-    absl::StatusOr<v1::VmInfo> now = supervisor_.GetVm(vm);
-    supervisor_.Announce(vm, now.ok() ? now->state() : v1::VM_RUN_STATE_UNSPECIFIED,
-                         absl::StrCat("migration ", id, " to ", peer_address, " settled after a vexd restart: ",
-                                      v1::MigrationPhase_Name(outcome), " (the destination discarded its copy); ",
-                                      here));
+    KeepHere(vm, active, peer_address,
+             absl::StrCat("migration ", id, " to ", peer_address, " settled after a vexd restart: ",
+                          v1::MigrationPhase_Name(outcome), " (the destination discarded its copy)"));
   }
   absl::MutexLock lock(&mu_);
   active.status.set_phase(outcome);

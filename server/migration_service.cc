@@ -125,8 +125,8 @@ absl::StatusOr<v1::FinishResponse> MigrationServiceImpl::Run::Settle(bool commit
 }
 
 absl::Status MigrationServiceImpl::Run::Confirm(bool committed) {
-  absl::StatusOr<v1::VmInfo> info = ConfirmOnWorker(*active_->worker, committed, request_.destination(),
-                                                    service_.options_.worker_call_timeout);
+  absl::StatusOr<v1::VmInfo> info =
+      ConfirmOnWorker(*active_->worker, committed, request_.destination(), service_.options_.worker_call_timeout);
   if (!info.ok()) return info.status();
   if (!committed) service_.supervisor_.Observe(vm_, *info);
   return absl::OkStatus();

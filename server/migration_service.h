@@ -115,6 +115,9 @@ class MigrationServiceImpl final : public v1::MigrationService::Service {
   void SettleJournaled(const std::string& vm, v1::MigrationJournal journal, std::shared_ptr<Active> active);
   void SettlePreCommit(const std::string& vm, const v1::MigrationJournal& journal, Active& active);
   void SettleCommitted(const std::string& vm, v1::MigrationJournal journal, Active& active);
+  // The destination can never run the VM: ConfirmMigrateOut(false) (resumes it if the migration
+  // paused it), the journal entry cleared, `what` announced with the VM's state here.
+  void KeepHere(const std::string& vm, Active& active, const std::string& peer, const std::string& what);
 
   const Authorizer& auth_;
   Supervisor& supervisor_;

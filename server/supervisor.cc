@@ -72,11 +72,7 @@ absl::Status ValidateVmName(absl::string_view name) {
 }
 
 Supervisor::Supervisor(const StateDir* dir, EventHub* hub, Options options)
-    : dir_(dir),
-      hub_(hub),
-      options_(std::move(options)),
-      journal_(dir->vms_dir()),
-      outcomes_(dir->migrations_dir()) {}
+    : dir_(dir), hub_(hub), options_(std::move(options)), journal_(dir->vms_dir()), outcomes_(dir->migrations_dir()) {}
 
 Supervisor::~Supervisor() { Shutdown(); }
 

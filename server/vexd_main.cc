@@ -211,7 +211,8 @@ int Run(int argc, char** argv) {
   EventServiceImpl event_service(&auth, &hub);
   MigrationServiceImpl::Options migration_options;
   migration_options.tls_dir = absl::GetFlag(FLAGS_migration_tls_dir);
-  migration_options.testing_delay_before_finish = absl::Milliseconds(absl::GetFlag(FLAGS_testing_delay_before_finish_ms));
+  migration_options.testing_delay_before_finish =
+      absl::Milliseconds(absl::GetFlag(FLAGS_testing_delay_before_finish_ms));
   migration_options.testing_delay_before_confirm =
       absl::Milliseconds(absl::GetFlag(FLAGS_testing_delay_before_confirm_ms));
   if (migration_options.testing_delay_before_finish > absl::ZeroDuration() ||

@@ -46,6 +46,12 @@ class Binaries:
     def __init__(self, vexd, worker, vexctl, make_certs):
         self.vexd, self.worker, self.vexctl, self.make_certs = vexd, worker, vexctl, make_certs
 
+    @classmethod
+    def from_runfiles(cls, runfile):
+        """The binaries of a Bazel test's runfiles; `runfile(path)` resolves a workspace path."""
+        return cls(vexd=runfile("server/vexd"), worker=runfile("server/worker/vexd_worker"),
+                   vexctl=runfile("client/vexctl"), make_certs=runfile("tools/make_certs.sh"))
+
 
 def run(*cmd, check_rc=True, **kw):
     proc = subprocess.run(list(cmd), capture_output=True, text=True, **kw)

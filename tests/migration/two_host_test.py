@@ -35,8 +35,7 @@ from two_hosts import (NMI_HOLD_MASK, WORKLOAD, Binaries, check, exc_reports, ex
                        hold_nmi_and_make_one_pending, last_sequence, parse_migration, paused_events,
                        release_nmi_and_expect_once, run_scenarios, vec)
 
-BINARIES = Binaries(vexd=runfile("server/vexd"), worker=runfile("server/worker/vexd_worker"),
-                    vexctl=runfile("client/vexctl"), make_certs=runfile("tools/make_certs.sh"))
+BINARIES = Binaries.from_runfiles(runfile)
 
 MC_STATUS = "0xbc0000000000009f"
 MC_ARGS = ["--bank", "3", "--status", MC_STATUS, "--addr", "0x12345000", "--misc", "0x86", "--mcg-status", "0x5"]
