@@ -28,6 +28,11 @@ std::string Describe(const v1::MigrationJournal& journal) {
 
 }  // namespace
 
+v1::VmRunState MigrationServiceImpl::StateOf(const std::string& vm) {
+  absl::StatusOr<v1::VmInfo> info = supervisor_.GetVm(vm);
+  return info.ok() ? info->state() : v1::VM_RUN_STATE_UNSPECIFIED;
+}
+
 void MigrationServiceImpl::RecoverJournaled() {
   for (auto& [vm, journal] : supervisor_.OutgoingMigrations()) {
     auto active = std::make_shared<Active>();
@@ -57,7 +62,7 @@ void MigrationServiceImpl::Shutdown() {
 
 void MigrationServiceImpl::SettleJournaled(const std::string& vm, v1::MigrationJournal journal,
                                            std::shared_ptr<Active> active) {
-  supervisor_.Announce(vm, v1::VM_RUN_STATE_UNSPECIFIED,
+  supervisor_.Announce(vm, StateOf(vm),
                        absl::StrCat(Describe(journal), " was interrupted by a vexd restart",
                                     active->worker == nullptr ? " (the VM's worker is gone)" : "",
                                     ": settling it with the destination"));
@@ -113,8 +118,7 @@ void MigrationServiceImpl::KeepHere(const std::string& vm, Active& active, const
     }
   }
   supervisor_.JournalMigration(vm, v1::MigrationJournal()).IgnoreError();
-  absl::StatusOr<v1::VmInfo> now = supervisor_.GetVm(vm);
-  supervisor_.Announce(vm, now.ok() ? now->state() : v1::VM_RUN_STATE_UNSPECIFIED, absl::StrCat(what, "; ", here));
+  supervisor_.Announce(vm, StateOf(vm), absl::StrCat(what, "; ", here));
 }
 
 void MigrationServiceImpl::SettleCommitted(const std::string& vm, v1::MigrationJournal journal, Active& active) {
@@ -149,7 +153,7 @@ void MigrationServiceImpl::SettleCommitted(const std::string& vm, v1::MigrationJ
                                            verdict.status().message(), "); vexd keeps asking");
       journal.set_unsettled(why);
       supervisor_.JournalMigration(vm, journal).IgnoreError();
-      supervisor_.Announce(vm, v1::VM_PAUSED, why);
+      supervisor_.Announce(vm, StateOf(vm), why);
       absl::MutexLock lock(&mu_);
       active.status.mutable_last_progress()->mutable_result()->set_error(why);
       reported_unknown = true;

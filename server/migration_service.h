@@ -118,6 +118,8 @@ class MigrationServiceImpl final : public v1::MigrationService::Service {
   // The destination can never run the VM: ConfirmMigrateOut(false) (resumes it if the migration
   // paused it), the journal entry cleared, `what` announced with the VM's state here.
   void KeepHere(const std::string& vm, Active& active, const std::string& peer, const std::string& what);
+  // The VM's run state as vexd sees it now (UNSPECIFIED when unknown), for lifecycle events.
+  v1::VmRunState StateOf(const std::string& vm);
 
   const Authorizer& auth_;
   Supervisor& supervisor_;
