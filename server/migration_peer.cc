@@ -56,7 +56,9 @@ grpc::Status MigrationPeerImpl::Prepare(grpc::ServerContext*, const v1::PrepareR
 }
 
 absl::StatusOr<v1::PrepareResponse> MigrationPeerImpl::DoPrepare(const v1::PrepareRequest& request) {
-  if (request.migration_id().empty()) return absl::InvalidArgumentError("Prepare: migration_id is empty");
+  if (absl::Status valid = IncomingOutcomes::ValidateId(request.migration_id()); !valid.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("Prepare: ", valid.message()));
+  }
   if (!request.requirements().has_config()) return absl::InvalidArgumentError("Prepare: requirements.config is unset");
   // One id, one migration, for good: a replayed or duplicated Prepare must not make a second
   // incoming VM (with a fresh token) for a migration that is under way, committed or discarded.
@@ -65,7 +67,9 @@ absl::StatusOr<v1::PrepareResponse> MigrationPeerImpl::DoPrepare(const v1::Prepa
     absl::MutexLock lock(&mu_);
     reused = !prepared_.insert(request.migration_id()).second;
   }
-  if (reused || supervisor_.Incoming(request.migration_id()).ok()) {
+  // The recorded outcome remembers a settled id across restarts of this vexd.
+  if (reused || supervisor_.Incoming(request.migration_id()).ok() ||
+      supervisor_.SettledIncoming(request.migration_id()).has_value()) {
     return absl::AlreadyExistsError(
         absl::StrFormat("Prepare: migration id %s was already used on this host (a replayed or duplicated Prepare)",
                         request.migration_id()));
@@ -116,6 +120,8 @@ grpc::Status MigrationPeerImpl::Finish(grpc::ServerContext*, const v1::FinishReq
 
 absl::StatusOr<v1::FinishResponse> MigrationPeerImpl::DoFinish(const v1::FinishRequest& request) {
   const std::string& id = request.migration_id();
+  // Settled here before (possibly before a restart of either vexd): the same answer again.
+  if (std::optional<v1::FinishResponse> settled = supervisor_.SettledIncoming(id)) return *settled;
   absl::StatusOr<std::pair<std::string, std::shared_ptr<WorkerConnection>>> incoming = supervisor_.Incoming(id);
   if (!incoming.ok()) {
     if (incoming.status().code() != absl::StatusCode::kNotFound) return incoming.status();
@@ -126,13 +132,27 @@ absl::StatusOr<v1::FinishResponse> MigrationPeerImpl::DoFinish(const v1::FinishR
     return discarded;
   }
   const auto& [name, worker] = *incoming;
+  if (request.commit()) {
+    // Exactly once: journalled before the worker can run the VM, so that a worker dying from
+    // here on is not mistaken for a discard.
+    absl::Status noted = supervisor_.NoteIncomingCommit(name);
+    if (noted.code() == absl::StatusCode::kFailedPrecondition) {
+      // The worker died before it was handed the commit: the VM never ran here.
+      Log("migration %s: %s", id, noted.message());
+      supervisor_.DiscardIncoming(name).IgnoreError();
+      v1::FinishResponse failed;
+      failed.set_phase(v1::MIGRATION_FAILED);
+      return failed;
+    }
+    if (!noted.ok()) return noted;
+  }
   std::unique_ptr<grpc::ClientContext> context = WithDeadline(options_.worker_call_timeout);
   v1::FinishRequest ask = request;
   v1::FinishResponse answer;
   grpc::Status rpc = worker->stub->FinishIncoming(context.get(), ask, &answer);
   if (!rpc.ok()) return supervisor_.ExplainWorkerFailure(name, worker::FromGrpcStatus(rpc));
   if (answer.phase() == v1::MIGRATION_COMPLETED) {
-    supervisor_.CommitIncoming(name);
+    supervisor_.CommitIncoming(name, answer);
     Log("migration %s: VM %s committed: running here", id, name);
     return answer;
   }
@@ -151,32 +171,26 @@ void MigrationPeerImpl::Discard(const std::string& id, const std::string& name,
     // The worker may be gone already (a failed commit): removing it below is what counts.
     worker->stub->FinishIncoming(context.get(), request, &answer).ok();
   }
-  {
-    absl::MutexLock lock(&mu_);
-    discarded_.insert(id);
-  }
-  absl::Status removed = supervisor_.RemoveVm(name);
-  if (!removed.ok()) Log("VM %s: removing the discarded incoming VM: %s", name, removed.message());
-  Log("VM %s: incoming migration discarded", name);
+  absl::Status removed = supervisor_.DiscardIncoming(name);
+  if (!removed.ok()) Log("VM %s: removing the discarded incoming VM (migration %s): %s", name, id, removed.message());
 }
 
 grpc::Status MigrationPeerImpl::QueryIncoming(grpc::ServerContext*, const v1::QueryIncomingRequest* request,
                                               v1::FinishResponse* response) {
+  if (std::optional<v1::FinishResponse> settled = supervisor_.SettledIncoming(request->migration_id())) {
+    *response = *settled;
+    return grpc::Status::OK;
+  }
   absl::StatusOr<std::pair<std::string, std::shared_ptr<WorkerConnection>>> incoming =
       supervisor_.Incoming(request->migration_id());
-  if (!incoming.ok()) {
-    absl::MutexLock lock(&mu_);
-    if (incoming.status().code() == absl::StatusCode::kNotFound && discarded_.count(request->migration_id()) != 0) {
-      response->set_phase(v1::MIGRATION_FAILED);
-      return grpc::Status::OK;
-    }
-    return worker::ToGrpcStatus(incoming.status());
-  }
+  if (!incoming.ok()) return worker::ToGrpcStatus(incoming.status());
   std::unique_ptr<grpc::ClientContext> context = WithDeadline(options_.worker_call_timeout);
   v1::IncomingStatus status;
   grpc::Status rpc = incoming->second->stub->GetIncoming(context.get(), v1::WorkerStatusRequest(), &status);
   if (!rpc.ok()) return rpc;
   *response = status.describe();
+  // The worker runs the VM but vexd did not take note (it restarted during the commit).
+  if (response->phase() == v1::MIGRATION_COMPLETED) supervisor_.CommitIncoming(incoming->first, *response);
   return grpc::Status::OK;
 }
 

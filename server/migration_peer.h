@@ -8,13 +8,17 @@
 // run the VM, which then becomes an ordinary VM here; Finish(false) discards it and forgets it.
 // QueryIncoming answers from the worker (MigrationDestination::Describe).
 //
-// A migration id is accepted by Prepare once per vexd lifetime (and while its incoming VM
-// exists): a replayed or duplicated Prepare is ALREADY_EXISTS.
+// A migration id is accepted by Prepare once: while this vexd runs, while its incoming VM exists,
+// and, once settled, for good (its recorded outcome); a replayed or duplicated Prepare is
+// ALREADY_EXISTS.
 //
-// Exactly once (SPEC §4.1): FAILED means "this host will never run that copy". An id this vexd
-// does not know is answered FAILED by Finish(false) (nothing of it can run: an incoming VM's
-// record, which names its migration, is written before its token ever leaves this host and
-// removed only after its discard) and NOT_FOUND by QueryIncoming.
+// Exactly once (SPEC §4.1): FAILED means "this host will never run that copy". A migration this
+// host settled is answered from its recorded outcome (incoming_outcomes.h), also after a restart
+// of either vexd: a discarded one FAILED, a committed one COMPLETED. An incoming VM whose worker
+// died before it was handed Finish(commit) is discarded (FAILED); see supervisor.h. An id this
+// vexd does not know at all is answered FAILED by Finish(false) (nothing of it can run: an
+// incoming VM's record, which names its migration, is written before its token ever leaves this
+// host and removed only after its outcome is recorded) and NOT_FOUND by QueryIncoming.
 //
 // Thread-safety: thread-safe (gRPC calls the handlers concurrently).
 #ifndef VEXSTATE_SERVER_MIGRATION_PEER_H_
@@ -22,7 +26,6 @@
 
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -65,8 +68,7 @@ class MigrationPeerImpl final : public v1::MigrationPeer::Service {
   const Options options_;
   absl::Mutex mu_;
   std::optional<v1::HostCapabilities> host_ ABSL_GUARDED_BY(mu_);
-  std::set<std::string> discarded_ ABSL_GUARDED_BY(mu_);  // migration ids
-  std::set<std::string> prepared_ ABSL_GUARDED_BY(mu_);   // every migration id Prepare was asked for
+  std::set<std::string> prepared_ ABSL_GUARDED_BY(mu_);  // every migration id Prepare was asked for
 };
 
 // The gRPC server of --migration_listen: MigrationPeerImpl over mutual TLS.

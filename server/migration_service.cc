@@ -9,25 +9,16 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "grpcpp/client_context.h"
-#include "grpcpp/create_channel.h"
-#include "migration/data_service.h"
 #include "migration/testing_phase_delay.h"
-#include "migration/tls.h"
 #include "migration/token.h"
+#include "server/logging.h"
+#include "server/migration_calls.h"
 #include "server/service_util.h"
 
 namespace vexstate::vexd {
 namespace {
 
-std::unique_ptr<grpc::ClientContext> WithDeadline(absl::Duration timeout) {
-  auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-  return context;
-}
-
-bool Settled(v1::MigrationPhase phase) {
-  return phase == v1::MIGRATION_COMPLETED || phase == v1::MIGRATION_FAILED || phase == v1::MIGRATION_CANCELLED;
-}
+std::unique_ptr<grpc::ClientContext> WithDeadline(absl::Duration timeout) { return ContextWithDeadline(timeout); }
 
 }  // namespace
 
@@ -60,6 +51,8 @@ class MigrationServiceImpl::Run {
   absl::Status Journal(v1::MigrationPhase phase, bool commit_sent);
   // Tells the destination to discard when the final state was never sent (best effort).
   void FinishBeforeFinalState();
+  // The fault-injection window of Options::testing_delay_before_* (nothing when zero).
+  void TestingDelay(const char* step, absl::Duration delay);
   absl::Status Confirm(bool committed);
   v1::MigrationResult AfterFinalState(const v1::MigrateOutDone& done);
 
@@ -70,7 +63,7 @@ class MigrationServiceImpl::Run {
   grpc::ServerWriter<v1::MigrationProgress>* const writer_;
   const absl::Time start_;
   std::string id_;
-  std::unique_ptr<v1::MigrationPeer::Stub> peer_;
+  std::unique_ptr<PeerClient> peer_;
   v1::PrepareResponse prepared_;
   v1::MigrateOutDone done_;
   // TEST-ONLY (migration/testing_phase_delay.h): inactive unless its environment variable is set.
@@ -126,47 +119,19 @@ absl::Status MigrationServiceImpl::Run::Journal(v1::MigrationPhase phase, bool c
 }
 
 absl::StatusOr<v1::FinishResponse> MigrationServiceImpl::Run::Finish(bool commit, absl::Duration timeout) {
-  std::unique_ptr<grpc::ClientContext> context =
-      WithDeadline(timeout > absl::ZeroDuration() ? timeout : service_.options_.peer_call_timeout);
-  v1::FinishRequest request;
-  request.set_migration_id(id_);
-  request.set_commit(commit);
-  v1::FinishResponse response;
-  grpc::Status rpc = peer_->Finish(context.get(), request, &response);
-  if (!rpc.ok()) return worker::FromGrpcStatus(rpc);
-  return response;
+  return peer_->Finish(id_, commit, timeout > absl::ZeroDuration() ? timeout : service_.options_.peer_call_timeout);
 }
 
 absl::StatusOr<v1::FinishResponse> MigrationServiceImpl::Run::Settle(bool commit) {
-  absl::StatusOr<v1::FinishResponse> answer = Finish(commit);
-  const absl::Time give_up = absl::Now() + service_.options_.settle_timeout;
-  while (!(answer.ok() && Settled(answer->phase())) && absl::Now() < give_up) {
-    absl::SleepFor(absl::Milliseconds(500));
-    std::unique_ptr<grpc::ClientContext> context = WithDeadline(service_.options_.peer_call_timeout);
-    v1::QueryIncomingRequest query;
-    query.set_migration_id(id_);
-    v1::FinishResponse response;
-    grpc::Status rpc = peer_->QueryIncoming(context.get(), query, &response);
-    answer = rpc.ok() ? absl::StatusOr<v1::FinishResponse>(response) : worker::FromGrpcStatus(rpc);
-    // Verified but not yet told: say it again.
-    if (answer.ok() && !Settled(answer->phase())) answer = Finish(commit);
-  }
-  if (answer.ok() && !Settled(answer->phase())) {
-    return absl::DeadlineExceededError(
-        absl::StrFormat("the destination still reports phase %s", v1::MigrationPhase_Name(answer->phase())));
-  }
-  return answer;
+  return peer_->Settle(id_, commit, service_.options_.peer_call_timeout,
+                       absl::Now() + service_.options_.settle_timeout);
 }
 
 absl::Status MigrationServiceImpl::Run::Confirm(bool committed) {
-  std::unique_ptr<grpc::ClientContext> context = WithDeadline(service_.options_.worker_call_timeout);
-  v1::ConfirmMigrateOutRequest request;
-  request.set_committed(committed);
-  request.set_destination(request_.destination());
-  v1::VmInfo info;
-  grpc::Status rpc = active_->worker->stub->ConfirmMigrateOut(context.get(), request, &info);
-  if (!rpc.ok()) return worker::FromGrpcStatus(rpc);
-  if (!committed) service_.supervisor_.Observe(vm_, info);
+  absl::StatusOr<v1::VmInfo> info =
+      ConfirmOnWorker(*active_->worker, committed, request_.destination(), service_.options_.worker_call_timeout);
+  if (!info.ok()) return info.status();
+  if (!committed) service_.supervisor_.Observe(vm_, *info);
   return absl::OkStatus();
 }
 
@@ -188,16 +153,9 @@ v1::MigrationResult MigrationServiceImpl::Run::Go() {
   if (Cancelled()) return Fail(v1::MIGRATION_CANCELLED, "cancelled in Begin, before Prepare");
   // Prepare: the destination checks compatibility before anything here pauses.
   Progress(v1::MIGRATION_PREPARE);
-  absl::StatusOr<migration::TlsPem> tls =
-      migration::LoadTls(migration::TlsFilesIn(service_.options_.tls_dir, "client"));
-  if (!tls.ok()) return Fail(v1::MIGRATION_FAILED, std::string(tls.status().message()));
-  {
-    // Keepalive: a cut link fails the peer calls within seconds (each also has a deadline).
-    grpc::ChannelArguments args;
-    migration::KeepaliveChannelArgs(args);
-    peer_ = v1::MigrationPeer::NewStub(grpc::CreateCustomChannel(destination.substr(std::string("tcp:").size()),
-                                                                 migration::ClientTlsCredentials(*tls), args));
-  }
+  absl::StatusOr<std::unique_ptr<PeerClient>> peer = PeerClient::Connect(destination, service_.options_.tls_dir);
+  if (!peer.ok()) return Fail(v1::MIGRATION_FAILED, std::string(peer.status().message()));
+  peer_ = std::move(*peer);
   {
     v1::PrepareRequest prepare;
     prepare.set_migration_id(id_);
@@ -205,7 +163,7 @@ v1::MigrationResult MigrationServiceImpl::Run::Go() {
     *prepare.mutable_requirements() = requirements;
     prepare.set_allow_degrade(request_.allow_degrade());
     std::unique_ptr<grpc::ClientContext> context = WithDeadline(service_.options_.prepare_timeout);
-    grpc::Status rpc = peer_->Prepare(context.get(), prepare, &prepared_);
+    grpc::Status rpc = peer_->stub().Prepare(context.get(), prepare, &prepared_);
     if (!rpc.ok()) {
       return Fail(v1::MIGRATION_FAILED,
                   absl::StrCat("the destination refused (Prepare): ",
@@ -288,6 +246,14 @@ v1::MigrationResult MigrationServiceImpl::Run::Go() {
   return AfterFinalState(done_);
 }
 
+void MigrationServiceImpl::Run::TestingDelay(const char* step, absl::Duration delay) {
+  if (delay <= absl::ZeroDuration()) return;
+  // Fault injection only (--testing_delay_before_*_ms, off by default): a window in which a test
+  // kills a process. The line is what the test waits for.
+  Log("testing: migration %s of VM %s: waiting %d ms before %s", id_, vm_, absl::ToInt64Milliseconds(delay), step);
+  absl::SleepFor(delay);
+}
+
 void MigrationServiceImpl::Run::FinishBeforeFinalState() {
   // Best effort, one short call: the destination frees its incoming worker now rather than when
   // its own stream breaks. Its failure (e.g. the link is cut) changes nothing: before the final
@@ -313,6 +279,7 @@ v1::MigrationResult MigrationServiceImpl::Run::AfterFinalState(const v1::Migrate
   if (commit && !Journal(v1::MIGRATION_FINISH, /*commit_sent=*/true).ok()) commit = false;
   Progress(v1::MIGRATION_FINISH);
   testing_delay_.At(v1::MIGRATION_FINISH);
+  if (commit) TestingDelay("Finish(commit)", service_.options_.testing_delay_before_finish);
   // A discard needs no settled answer (see below): one short call, so a cut link does not
   // keep the VM paused for settle_timeout.
   absl::StatusOr<v1::FinishResponse> verdict =
@@ -356,6 +323,7 @@ v1::MigrationResult MigrationServiceImpl::Run::AfterFinalState(const v1::Migrate
                 done.code() != 0 ? done.message() : "the destination could not commit the VM");
   }
   // COMPLETED: the VM runs on the destination; stop and forget it here.
+  TestingDelay("Confirm(committed)", service_.options_.testing_delay_before_confirm);
   Confirm(/*committed=*/true).IgnoreError();
   service_.supervisor_.RemoveVm(vm_).IgnoreError();
   service_.supervisor_.Announce(vm_, v1::VM_STOPPED,

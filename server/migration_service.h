@@ -29,6 +29,20 @@
 // data stream gets what is left of it); keepalive and a write watchdog on the data stream and
 // keepalive plus per-call deadlines on the peer calls fail a dead link within seconds.
 //
+// A vexd restarted mid-migration (migration_recovery.cc; RecoverJournaled, in the background so
+// that start-up never waits for the peer): each outgoing migration in the journal is settled
+// with the destination over the same mutual TLS, and shows in QueryMigration meanwhile.
+//  * commit_sent: QueryIncoming (and Finish(commit) again while the destination holds a verified
+//    copy), retried with backoff. COMPLETED: the source worker stops the VM and vexd forgets it.
+//    FAILED/CANCELLED: the VM resumes here (if the migration paused it) and the journal entry is
+//    cleared. No answer within settle_timeout: the VM stays paused and listed, its error says
+//    "outcome unknown" and why, and vexd keeps asking until it gets an answer.
+//  * pre-commit (PRECOPY, STOP_AND_COPY, or FINISH without commit_sent): the worker's transfer is
+//    cancelled, the destination is told Finish(false) (best effort: it can never run a copy
+//    without Finish(commit)), and the VM resumes here if the migration paused it.
+//  * the source worker is gone too: nothing can run here; the entry is settled the same way, so
+//    the record says where the VM went.
+//
 // CancelMigration: before Finish(commit) was sent, cancels (in Begin: Prepare is never sent; in
 // Prepare: the destination is told to discard; from pre-copy on: the engine's Cancel); after it,
 // FAILED_PRECONDITION. VEXSTATE_TESTING_PHASE_DELAY (migration/testing_phase_delay.h) holds a
@@ -41,9 +55,12 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "server/auth.h"
 #include "server/supervisor.h"
@@ -60,11 +77,25 @@ class MigrationServiceImpl final : public v1::MigrationService::Service {
     absl::Duration worker_call_timeout = absl::Seconds(30);
     // How long a lost Finish answer is asked after with QueryIncoming.
     absl::Duration settle_timeout = absl::Seconds(20);
+    // FAULT INJECTION, for tests only (vexd's --testing_delay_before_finish_ms and
+    // --testing_delay_before_confirm_ms; zero, the default, disables them): how long a migration
+    // waits, with a log line, after commit_sent is journalled and before Finish(commit) is sent,
+    // and after the destination committed and before the source worker is told.
+    absl::Duration testing_delay_before_finish = absl::ZeroDuration();
+    absl::Duration testing_delay_before_confirm = absl::ZeroDuration();
   };
 
   // `auth` and `supervisor` must outlive the service.
   MigrationServiceImpl(const Authorizer* auth, Supervisor* supervisor, Options options)
       : auth_(*auth), supervisor_(*supervisor), options_(std::move(options)) {}
+  ~MigrationServiceImpl() override { Shutdown(); }
+
+  // Starts settling, in the background, every outgoing migration the journal holds (see above).
+  // Call once, after the Supervisor has started.
+  void RecoverJournaled();
+  // Stops the background settling and waits for it (before the Supervisor shuts down): a VM
+  // not settled yet stays as it is, for the next vexd. Idempotent.
+  void Shutdown();
 
   grpc::Status MigrateVm(grpc::ServerContext* context, const v1::MigrateVmRequest* request,
                          grpc::ServerWriter<v1::MigrationProgress>* writer) override;
@@ -82,12 +113,24 @@ class MigrationServiceImpl final : public v1::MigrationService::Service {
     bool commit_sent = false;
   };
 
+  // migration_recovery.cc: one journalled migration, on its own thread.
+  void SettleJournaled(const std::string& vm, v1::MigrationJournal journal, std::shared_ptr<Active> active);
+  void SettlePreCommit(const std::string& vm, const v1::MigrationJournal& journal, Active& active);
+  void SettleCommitted(const std::string& vm, v1::MigrationJournal journal, Active& active);
+  // The destination can never run the VM: ConfirmMigrateOut(false) (resumes it if the migration
+  // paused it), the journal entry cleared, `what` announced with the VM's state here.
+  void KeepHere(const std::string& vm, Active& active, const std::string& peer, const std::string& what);
+  // The VM's run state as vexd sees it now (UNSPECIFIED when unknown), for lifecycle events.
+  v1::VmRunState StateOf(const std::string& vm);
+
   const Authorizer& auth_;
   Supervisor& supervisor_;
   const Options options_;
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<Active>> active_ ABSL_GUARDED_BY(mu_);  // by VM name
   std::map<std::string, v1::MigrationStatus> last_ ABSL_GUARDED_BY(mu_);        // finished, by VM name
+  absl::Notification stopping_;
+  std::vector<std::thread> recoveries_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace vexstate::vexd

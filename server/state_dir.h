@@ -8,6 +8,7 @@
 //   <root>/vms/<name>.config  the VmConfig handed to the VM's worker (binary proto)
 //   <root>/vms/<name>.sock    the worker's VmWorker socket
 //   <root>/vms/<name>.log     the worker's stdout and stderr
+//   <root>/migrations/<id>.outcome  how an incoming migration was settled (incoming_outcomes.h)
 //
 // The lock is an flock on an fd opened close-on-exec, so workers never inherit it: a vexd
 // restarted while its workers live on gets the lock back. It is released when the StateDir
@@ -41,6 +42,7 @@ class StateDir {
 
   const std::string& root() const { return root_; }
   std::string vms_dir() const { return root_ + "/vms"; }
+  std::string migrations_dir() const { return root_ + "/migrations"; }
   std::string default_socket() const { return root_ + "/vexd.sock"; }
   std::string default_tokens() const { return root_ + "/tokens"; }
   // <root>/vms/<vm>.<ext> ("record", "config", "sock", "log").

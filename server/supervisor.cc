@@ -30,6 +30,12 @@ std::unique_ptr<grpc::ClientContext> WithDeadline(absl::Duration timeout) {
   return context;
 }
 
+// An incoming VM whose worker was never handed Finish(commit): it never ran here.
+bool UncommittedIncoming(const v1::VmRecord& record) {
+  return record.has_migration() && !record.migration().outgoing() &&
+         record.migration().phase() != v1::MIGRATION_COMPLETED && !record.migration().commit_sent();
+}
+
 }  // namespace
 
 absl::string_view RunStateName(v1::VmRunState state) {
@@ -66,7 +72,7 @@ absl::Status ValidateVmName(absl::string_view name) {
 }
 
 Supervisor::Supervisor(const StateDir* dir, EventHub* hub, Options options)
-    : dir_(dir), hub_(hub), options_(std::move(options)), journal_(dir->vms_dir()) {}
+    : dir_(dir), hub_(hub), options_(std::move(options)), journal_(dir->vms_dir()), outcomes_(dir->migrations_dir()) {}
 
 Supervisor::~Supervisor() { Shutdown(); }
 
@@ -81,6 +87,10 @@ absl::StatusOr<std::unique_ptr<Supervisor>> Supervisor::Start(const StateDir* di
 }
 
 void Supervisor::Recover(v1::VmRecord record) {
+  if (UncommittedIncoming(record)) {
+    DiscardAtStart(record);
+    return;
+  }
   const std::string name = record.name();
   const int pid = record.worker_pid();
   const v1::VmRunState last_state = record.last_state();
@@ -102,9 +112,11 @@ void Supervisor::Recover(v1::VmRecord record) {
   }
   absl::MutexLock lock(&vm->mu);
   if (vm->record.has_migration() && vm->record.migration().commit_sent()) {
-    // Exactly once: the destination may run this VM; it stays as it is until settled.
-    Log("VM %s: migration %s to %s had sent Finish(commit): outcome to be settled with the destination", name,
-        vm->record.migration().migration_id(), vm->record.migration().peer());
+    // Exactly once: the destination may run this VM. Its worker is gone, so nothing runs here
+    // either way; MigrationServiceImpl settles the record with the destination.
+    Log("VM %s: migration %s to %s had sent Finish(commit) and the worker is gone: to be settled with the "
+        "destination",
+        name, vm->record.migration().migration_id(), vm->record.migration().peer());
   }
   if (last_state == v1::VM_STOPPED || last_state == v1::VM_CRASHED) {
     // Already final: it stays so, now without a worker.
@@ -125,6 +137,50 @@ void Supervisor::Recover(v1::VmRecord record) {
   WriteRecord(*vm);
   Log("VM %s: CRASHED: %s", name, reason);
   PublishLifecycle(name, v1::VM_CRASHED, reason);
+}
+
+void Supervisor::DiscardAtStart(const v1::VmRecord& record) {
+  const std::string& name = record.name();
+  const std::string& id = record.migration().migration_id();
+  // Exactly once: Finish(commit) was never handed to this worker, so the VM never ran here;
+  // killed now, it never will. The outcome is written before the record goes, so a source asking
+  // later is told FAILED rather than "unknown".
+  std::string worker = "no worker was running";
+  if (record.worker_pid() != 0) {
+    if (absl::StatusOr<kvm::ScopedFd> pidfd = OpenRecordedWorker(record); pidfd.ok()) {
+      SignalPidFd(pidfd->get(), SIGKILL).IgnoreError();
+      WaitPidFdExit(pidfd->get(), kTermGrace);
+      worker = absl::StrFormat("worker pid %d killed", record.worker_pid());
+    }
+  }
+  v1::FinishResponse failed;
+  failed.set_phase(v1::MIGRATION_FAILED);
+  if (absl::Status s = outcomes_.Record(id, failed); !s.ok()) Log("VM %s: %s", name, s.message());
+  if (absl::Status s = journal_.Remove(name); !s.ok()) Log("VM %s: %s", name, s.message());
+  RemoveVmFiles(name);
+  Log("VM %s: incoming migration %s was never committed: discarded at start-up (%s); it never runs here, and "
+      "Finish/QueryIncoming answer FAILED",
+      name, id, worker);
+}
+
+absl::StatusOr<kvm::ScopedFd> Supervisor::OpenRecordedWorker(const v1::VmRecord& record) {
+  const int pid = record.worker_pid();
+  const std::string gone =
+      absl::StrFormat("worker pid %d is gone: it exited while no vexd was watching (exit status unknown); see %s", pid,
+                      dir_->VmFile(record.name(), "log"));
+  // The pidfd first: from then on it names this process, whatever happens to the pid.
+  absl::StatusOr<kvm::ScopedFd> pidfd = OpenPidFd(pid);
+  if (!pidfd.ok()) return absl::NotFoundError(gone);
+  absl::StatusOr<ProcStat> stat = ReadProcStat(pid);
+  if (!stat.ok() || stat->state == 'Z' || WaitPidFdExit(pidfd->get(), absl::ZeroDuration())) {
+    return absl::NotFoundError(gone);
+  }
+  if (stat->start_time != record.worker_start_time()) {
+    return absl::NotFoundError(
+        absl::StrFormat("%s (pid %d now belongs to another process: start time %d, the worker's was %d)", gone, pid,
+                        stat->start_time, record.worker_start_time()));
+  }
+  return pidfd;
 }
 
 void Supervisor::Shutdown() {
@@ -279,21 +335,8 @@ absl::Status Supervisor::Reattach(const std::shared_ptr<Vm>& vm) {
     record = vm->record;
   }
   const int pid = record.worker_pid();
-  const std::string gone =
-      absl::StrFormat("worker pid %d is gone: it exited while no vexd was watching (exit status unknown); see %s", pid,
-                      dir_->VmFile(record.name(), "log"));
-  // The pidfd first: from then on it names this process, whatever happens to the pid.
-  absl::StatusOr<kvm::ScopedFd> pidfd = OpenPidFd(pid);
-  if (!pidfd.ok()) return absl::NotFoundError(gone);
-  absl::StatusOr<ProcStat> stat = ReadProcStat(pid);
-  if (!stat.ok() || stat->state == 'Z' || WaitPidFdExit(pidfd->get(), absl::ZeroDuration())) {
-    return absl::NotFoundError(gone);
-  }
-  if (stat->start_time != record.worker_start_time()) {
-    return absl::NotFoundError(
-        absl::StrFormat("%s (pid %d now belongs to another process: start time %d, the worker's was %d)", gone, pid,
-                        stat->start_time, record.worker_start_time()));
-  }
+  absl::StatusOr<kvm::ScopedFd> pidfd = OpenRecordedWorker(record);
+  if (!pidfd.ok()) return pidfd.status();
   auto worker = std::make_shared<WorkerConnection>(record.worker_socket());
   absl::StatusOr<v1::WorkerStatus> status = GetStatus(*worker);
   if (!status.ok()) {
@@ -322,9 +365,13 @@ void Supervisor::OnWorkerExit(const std::shared_ptr<Vm>& vm) {
   v1::VmRunState state;
   std::string reason;
   bool changed = false;
+  bool discard = false;
   {
     absl::MutexLock lock(&vm->mu);
     if (vm->phase != Phase::kLive && vm->phase != Phase::kStopping) return;
+    // An incoming worker died by itself before it was handed Finish(commit): its VM never ran.
+    // (A worker vexd is stopping is the stopper's to forget.)
+    discard = vm->phase == Phase::kLive && vm->hidden && UncommittedIncoming(vm->record);
     name = vm->record.name();
     const int pid = vm->record.worker_pid();
     const std::string how = ReapAndDescribeExit(vm->pidfd.get(), vm->is_child);
@@ -348,9 +395,13 @@ void Supervisor::OnWorkerExit(const std::shared_ptr<Vm>& vm) {
     pump = std::move(vm->pump);
   }
   Log("VM %s: %s: %s", name, RunStateName(state), reason);
-  if (changed) PublishLifecycle(name, state, reason);
+  if (changed && !discard) PublishLifecycle(name, state, reason);
   // Outside the VM's lock: the pump's sink takes it.
   if (pump != nullptr) pump->Stop();
+  if (discard) {
+    absl::Status discarded = DiscardIncoming(name);
+    if (!discarded.ok()) Log("VM %s: discarding the incoming VM: %s", name, discarded.message());
+  }
 }
 
 void Supervisor::OnLifecycleEvent(const std::shared_ptr<Vm>& vm, const v1::LifecycleEvent& event) {
@@ -401,7 +452,7 @@ v1::VmInfo Supervisor::InfoFromRecord(const v1::VmRecord& record) {
   info.set_name(record.name());
   *info.mutable_config() = record.config();
   info.set_state(record.last_state());
-  info.set_error(record.error());
+  info.set_error(record.error().empty() ? record.migration().unsettled() : record.error());
   info.set_worker_pid(record.worker_pid());
   info.set_restored_from(record.restored_from());
   info.set_created_unix_ns(record.created_unix_ns());
@@ -411,6 +462,8 @@ v1::VmInfo Supervisor::InfoFromRecord(const v1::VmRecord& record) {
 v1::VmInfo Supervisor::Complete(const v1::VmRecord& record, v1::VmInfo info) {
   info.set_name(record.name());
   if (!info.has_config()) *info.mutable_config() = record.config();
+  // A migration whose outcome is still unknown says so (why the VM stays paused).
+  if (info.error().empty()) info.set_error(record.migration().unsettled());
   info.set_worker_pid(record.worker_pid());
   if (info.restored_from().empty()) info.set_restored_from(record.restored_from());
   info.set_created_unix_ns(record.created_unix_ns());
@@ -627,13 +680,58 @@ absl::StatusOr<std::pair<std::string, std::shared_ptr<WorkerConnection>>> Superv
   return absl::NotFoundError(absl::StrFormat("no incoming migration %s here", migration_id));
 }
 
-void Supervisor::CommitIncoming(const std::string& name) {
+absl::Status Supervisor::NoteIncomingCommit(const std::string& name) {
+  std::shared_ptr<Vm> vm = Find(name);
+  if (vm == nullptr) return absl::NotFoundError(absl::StrFormat("no VM named '%s'", name));
+  absl::MutexLock lock(&vm->mu);
+  if (!vm->record.has_migration() || vm->record.migration().outgoing()) {
+    return absl::FailedPreconditionError(absl::StrFormat("VM %s has no incoming migration", name));
+  }
+  if (vm->record.migration().commit_sent()) return absl::OkStatus();
+  // A worker that has exited but is not reaped yet must not be handed the commit: it never
+  // gets it, and marking it would turn a certain discard into an unknown outcome.
+  if (vm->phase != Phase::kLive || !vm->pidfd.valid() || WaitPidFdExit(vm->pidfd.get(), absl::ZeroDuration())) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("VM %s: the incoming worker is gone; the commit was never handed to it", name));
+  }
+  vm->record.mutable_migration()->set_commit_sent(true);
+  absl::Status written = journal_.Write(vm->record);
+  if (!written.ok()) vm->record.mutable_migration()->set_commit_sent(false);
+  return written;
+}
+
+void Supervisor::CommitIncoming(const std::string& name, const v1::FinishResponse& outcome) {
   std::shared_ptr<Vm> vm = Find(name);
   if (vm == nullptr) return;
   absl::MutexLock lock(&vm->mu);
+  if (!vm->hidden) return;
   vm->hidden = false;
   vm->record.mutable_migration()->set_phase(v1::MIGRATION_COMPLETED);
   WriteRecord(*vm);
+  if (absl::Status s = outcomes_.Record(vm->record.migration().migration_id(), outcome); !s.ok()) {
+    Log("VM %s: %s", name, s.message());
+  }
+}
+
+absl::Status Supervisor::DiscardIncoming(const std::string& name) {
+  std::shared_ptr<Vm> vm = Find(name);
+  if (vm == nullptr) return absl::OkStatus();
+  std::string id;
+  {
+    absl::MutexLock lock(&vm->mu);
+    if (!vm->hidden || !vm->record.has_migration() || vm->record.migration().outgoing()) {
+      return absl::FailedPreconditionError(absl::StrFormat("VM %s is not an incoming VM waiting for Finish", name));
+    }
+    id = vm->record.migration().migration_id();
+    v1::FinishResponse failed;
+    failed.set_phase(v1::MIGRATION_FAILED);
+    // Removing the VM is what keeps it from running; without this file a source asking later
+    // hears "unknown" (and keeps its copy paused) instead of FAILED.
+    if (absl::Status s = outcomes_.Record(id, failed); !s.ok()) Log("VM %s: %s", name, s.message());
+  }
+  absl::Status removed = RemoveVm(name);
+  Log("VM %s: incoming migration %s discarded: it never runs here (Finish/QueryIncoming answer FAILED)", name, id);
+  return removed;
 }
 
 absl::Status Supervisor::RemoveVm(const std::string& name) {
@@ -645,7 +743,21 @@ absl::Status Supervisor::RemoveVm(const std::string& name) {
     if (vm->phase == Phase::kLive) worker = vm->worker;
   }
   if (worker != nullptr) Stop(vm, worker).status().IgnoreError();
-  return DeleteVm(name).status();
+  absl::Status deleted = DeleteVm(name).status();
+  // Someone else (a worker's exit) forgot it meanwhile: what was asked is done.
+  return deleted.code() == absl::StatusCode::kNotFound ? absl::OkStatus() : deleted;
+}
+
+std::vector<std::pair<std::string, v1::MigrationJournal>> Supervisor::OutgoingMigrations() {
+  std::vector<std::pair<std::string, v1::MigrationJournal>> outgoing;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [name, vm] : vms_) {
+    absl::MutexLock vm_lock(&vm->mu);
+    if (vm->record.has_migration() && vm->record.migration().outgoing()) {
+      outgoing.emplace_back(name, vm->record.migration());
+    }
+  }
+  return outgoing;
 }
 
 absl::Status Supervisor::JournalMigration(const std::string& name, const v1::MigrationJournal& journal) {
@@ -668,20 +780,25 @@ void Supervisor::Announce(const std::string& name, v1::VmRunState state, const s
 absl::StatusOr<v1::VmInfo> Supervisor::DeleteVm(const std::string& name) {
   if (name.empty()) return absl::InvalidArgumentError("no VM named: the request's name field is empty");
   v1::VmInfo info;
+  // Outlives both locks: erasing the table's entry may drop the last reference to the VM, and
+  // its mutex must not be destroyed while vm_lock still holds it.
+  std::shared_ptr<Vm> doomed;
   {
     absl::MutexLock lock(&mu_);
     auto it = vms_.find(name);
     if (it == vms_.end()) return absl::NotFoundError(absl::StrFormat("no VM named '%s'", name));
-    Vm& vm = *it->second;
-    absl::MutexLock vm_lock(&vm.mu);
-    if (vm.phase != Phase::kGone) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "VM %s still has a worker (%s): StopVm it first", name,
-          vm.phase == Phase::kLive ? RunStateName(vm.record.last_state()) : "being created or stopped"));
+    doomed = it->second;
+    {
+      absl::MutexLock vm_lock(&doomed->mu);
+      if (doomed->phase != Phase::kGone) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "VM %s still has a worker (%s): StopVm it first", name,
+            doomed->phase == Phase::kLive ? RunStateName(doomed->record.last_state()) : "being created or stopped"));
+      }
+      absl::Status removed = journal_.Remove(name);
+      if (!removed.ok()) return removed;
+      info = InfoFromRecord(doomed->record);
     }
-    absl::Status removed = journal_.Remove(name);
-    if (!removed.ok()) return removed;
-    info = InfoFromRecord(vm.record);
     vms_.erase(it);
   }
   RemoveVmFiles(name);

@@ -23,9 +23,15 @@
 //
 // Migration (migration_service.h, migration_peer.h): a VM receiving an incoming migration is
 // hidden — not listed, no RPC forwarded to it — until CommitIncoming; its record carries the
-// migration (VmRecord.migration), so a restarted vexd still answers QueryIncoming and keeps it
-// hidden. An outgoing migration's phase is journalled in the same field (JournalMigration)
-// before each step the exactly-once rule depends on.
+// migration (VmRecord.migration). An outgoing migration's phase is journalled in the same field
+// (JournalMigration) before each step the exactly-once rule depends on.
+// Exactly once for incoming VMs (SPEC §4.1): an incoming VM whose commit was never handed to its
+// worker (NoteIncomingCommit journals that hand-over first) can never run here, so when its
+// worker dies, or when vexd starts and finds its record, it is discarded: worker killed, record
+// and files removed, FAILED recorded as the migration's outcome (incoming_outcomes.h) for the
+// source to read later. One whose commit was handed over is kept (hidden) until settled.
+// Outgoing migrations found in the journal at start are settled by MigrationServiceImpl
+// (OutgoingMigrations), not here: that needs the peer.
 //
 // Thread-safety: every public method is thread-safe. Locks: the VM table's lock before a
 // VM's lock, never the reverse; no lock is held across a worker RPC.
@@ -34,6 +40,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -46,6 +53,7 @@
 #include "server/event_hub.h"
 #include "server/event_pump.h"
 #include "server/exit_watcher.h"
+#include "server/incoming_outcomes.h"
 #include "server/journal.h"
 #include "server/state_dir.h"
 #include "server/worker_connection.h"
@@ -110,11 +118,26 @@ class Supervisor {
                                                               v1::MigrationJournal journal);
   // The hidden VM receiving migration `migration_id`: its name and worker. NOT_FOUND if none.
   absl::StatusOr<std::pair<std::string, std::shared_ptr<WorkerConnection>>> Incoming(const std::string& migration_id);
-  // The incoming VM runs: it is listed and served from now on.
-  void CommitIncoming(const std::string& name);
+  // Journals that Finish(commit) is being handed to the incoming VM's worker: from now on a
+  // dead worker no longer means "discarded" (it may have run the VM). FAILED_PRECONDITION when
+  // the worker is gone already (it never got the commit: DiscardIncoming it).
+  absl::Status NoteIncomingCommit(const std::string& name);
+  // The incoming VM runs: it is listed and served from now on; `outcome` (COMPLETED) is
+  // recorded as the migration's final answer.
+  void CommitIncoming(const std::string& name, const v1::FinishResponse& outcome);
+  // An incoming VM that never ran and never will: records FAILED as its migration's outcome,
+  // then stops its worker and forgets it. FAILED_PRECONDITION for any other VM.
+  absl::Status DiscardIncoming(const std::string& name);
+  // How this host settled incoming migration `migration_id`, if it did (incoming_outcomes.h).
+  std::optional<v1::FinishResponse> SettledIncoming(const std::string& migration_id) const {
+    return outcomes_.Find(migration_id);
+  }
   // Stops the VM's worker (if it still runs) and forgets the VM: record and files. Used for a
-  // discarded incoming VM and for a source VM that now runs on the destination.
+  // discarded incoming VM and for a source VM that now runs on the destination. OK when the VM
+  // is gone already.
   absl::Status RemoveVm(const std::string& name);
+  // The outgoing migrations in the journal, by VM name.
+  std::vector<std::pair<std::string, v1::MigrationJournal>> OutgoingMigrations();
   // Writes `journal` into the VM's record; the error when the journal cannot be written (the
   // caller must not take the step the record was meant to cover).
   absl::Status JournalMigration(const std::string& name, const v1::MigrationJournal& journal);
@@ -169,6 +192,11 @@ class Supervisor {
   void Recover(v1::VmRecord record);
   // Re-attaches to the worker named in a VM's record (at Start); the reason on failure.
   absl::Status Reattach(const std::shared_ptr<Vm>& vm);
+  // A pidfd of the worker named in `record`, if that process still runs and is that worker
+  // (same start time: pids are recycled); NOT_FOUND saying why not.
+  absl::StatusOr<kvm::ScopedFd> OpenRecordedWorker(const v1::VmRecord& record);
+  // Start(): an incoming VM that was never committed: kills its worker and forgets it.
+  void DiscardAtStart(const v1::VmRecord& record);
   absl::StatusOr<v1::WorkerStatus> GetStatus(WorkerConnection& worker);
   // StopVm's work, for any live VM (hidden ones included).
   absl::StatusOr<v1::VmInfo> Stop(const std::shared_ptr<Vm>& vm, const std::shared_ptr<WorkerConnection>& worker);
@@ -189,6 +217,7 @@ class Supervisor {
   EventHub* const hub_;
   const Options options_;
   const Journal journal_;
+  const IncomingOutcomes outcomes_;
   ExitWatcher watcher_;
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<Vm>> vms_ ABSL_GUARDED_BY(mu_);

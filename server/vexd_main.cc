@@ -24,6 +24,13 @@
 //   listeners, operator role) migrates VMs away with the same TLS files.
 // --max_mce_banks: a VM created or received here gets at most N MCE banks, and the host
 //   capabilities this vexd reports to migration sources say N (0 = all the host offers).
+// --testing_delay_before_finish_ms, --testing_delay_before_confirm_ms: FAULT INJECTION FOR TESTS
+//   ONLY (off by default): a migration from this vexd logs "testing: ... waiting N ms before
+//   <step>" and waits there, so that a test can kill a process in that window.
+//
+// At start, journalled migrations interrupted by a previous vexd's death are settled
+// (supervisor.h for incoming VMs, migration_service.h for outgoing ones; the latter in the
+// background, so start-up never waits for a peer).
 //
 // SIGTERM/SIGINT: stop serving and exit 0; the workers (and their VMs) keep running.
 #include <signal.h>
@@ -84,6 +91,13 @@ ABSL_FLAG(std::string, migration_listen, "",
 ABSL_FLAG(std::string, migration_tls_dir, "",
           "directory of tools/make_certs.sh files for migration (ca.pem, server.pem/.key, client.pem/.key)");
 ABSL_FLAG(uint32_t, max_mce_banks, 0, "give VMs created or received here at most N MCE banks (0 = all)");
+// Fault injection for tests (tests/migration/fault_recovery_test.py); off (0) by default.
+ABSL_FLAG(uint32_t, testing_delay_before_finish_ms, 0,
+          "TESTS ONLY (fault injection): a migration from this vexd waits this long, with a log line, after "
+          "commit_sent is journalled and before Finish(commit) is sent (0 = off)");
+ABSL_FLAG(uint32_t, testing_delay_before_confirm_ms, 0,
+          "TESTS ONLY (fault injection): a migration from this vexd waits this long, with a log line, after the "
+          "destination committed and before the source worker is told (0 = off)");
 ABSL_FLAG(uint64_t, event_history, vexstate::vexd::EventHub::kDefaultCapacity,
           "how many of the newest events vexd keeps for WatchEvents replay");
 
@@ -197,7 +211,17 @@ int Run(int argc, char** argv) {
   EventServiceImpl event_service(&auth, &hub);
   MigrationServiceImpl::Options migration_options;
   migration_options.tls_dir = absl::GetFlag(FLAGS_migration_tls_dir);
+  migration_options.testing_delay_before_finish =
+      absl::Milliseconds(absl::GetFlag(FLAGS_testing_delay_before_finish_ms));
+  migration_options.testing_delay_before_confirm =
+      absl::Milliseconds(absl::GetFlag(FLAGS_testing_delay_before_confirm_ms));
+  if (migration_options.testing_delay_before_finish > absl::ZeroDuration() ||
+      migration_options.testing_delay_before_confirm > absl::ZeroDuration()) {
+    Log("warning: fault injection on (--testing_delay_before_*_ms): for tests only");
+  }
   MigrationServiceImpl migration_service(&auth, supervisor->get(), migration_options);
+  // In the background: start-up never waits for a peer.
+  migration_service.RecoverJournaled();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   builder.RegisterService(&vm_service);
@@ -208,11 +232,13 @@ int Run(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<MigrationPeerServer>> peer =
       MigrationPeerServer::Start(absl::GetFlag(FLAGS_migration_listen), migration_options.tls_dir, supervisor->get());
   if (!peer.ok()) {
+    migration_service.Shutdown();
     (*supervisor)->Shutdown();
     return Fail(peer.status());
   }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr) {
+    migration_service.Shutdown();
     (*supervisor)->Shutdown();
     return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", absl::StrJoin(specs, ", "))));
   }
@@ -238,6 +264,7 @@ int Run(int argc, char** argv) {
   hub.Close();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (*peer != nullptr) (*peer)->Shutdown();
+  migration_service.Shutdown();
   (*supervisor)->Shutdown();
   for (const ListenAddress& address : addresses) {
     if (address.kind == ListenAddress::Kind::kUnix) unlink(address.unix_path.c_str());

@@ -21,8 +21,11 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+import traceback
+import xml.etree.ElementTree as ET
 
 SRC_IP = "10.77.0.1"
 DST_IP = "10.77.0.2"
@@ -43,6 +46,12 @@ class Binaries:
     def __init__(self, vexd, worker, vexctl, make_certs):
         self.vexd, self.worker, self.vexctl, self.make_certs = vexd, worker, vexctl, make_certs
 
+    @classmethod
+    def from_runfiles(cls, runfile):
+        """The binaries of a Bazel test's runfiles; `runfile(path)` resolves a workspace path."""
+        return cls(vexd=runfile("server/vexd"), worker=runfile("server/worker/vexd_worker"),
+                   vexctl=runfile("client/vexctl"), make_certs=runfile("tools/make_certs.sh"))
+
 
 def run(*cmd, check_rc=True, **kw):
     proc = subprocess.run(list(cmd), capture_output=True, text=True, **kw)
@@ -54,8 +63,8 @@ def run(*cmd, check_rc=True, **kw):
 class Host:
     """One vexd: state dir, control socket, tokens, migration listener."""
 
-    def __init__(self, lab, name, netns, ip, port, tls_dir, extra_flags, env=None):
-        self.lab, self.name, self.netns, self.ip, self.port = lab, name, netns, ip, port
+    def __init__(self, lab, name, side, netns, ip, port, tls_dir, extra_flags, env=None):
+        self.lab, self.name, self.side, self.netns, self.ip, self.port = lab, name, side, netns, ip, port
         root = os.path.join(lab.root, name)
         self.state = os.path.join(root, "s")
         os.makedirs(self.state)
@@ -137,6 +146,40 @@ class Host:
                         text += log.read()
         return text
 
+    def kill(self):
+        """SIGKILL: vexd dies without any cleanup; its workers (and their VMs) live on."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def worker_pids(self, vm):
+        """The pids of this host's worker processes for `vm` (found by their socket path)."""
+        return pids_mentioning(os.path.join(self.state, "vms", f"{vm}.sock"))
+
+    def kill_worker(self, vm):
+        pids = self.worker_pids(vm)
+        check(len(pids) == 1, f"{self.name}: expected one worker of {vm}, found pids {pids}")
+        os.kill(pids[0], signal.SIGKILL)
+        return pids[0]
+
+    def log_size(self):
+        try:
+            return os.path.getsize(self.log)
+        except OSError:
+            return 0
+
+    def wait_log(self, needle, since=0, timeout=60.0):
+        """Waits until vexd's log (from byte `since`) has a line containing `needle`; returns it."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with open(self.log, errors="replace") as f:
+                f.seek(since)
+                for line in f.read().splitlines():
+                    if needle in line:
+                        return line
+            time.sleep(0.1)
+        raise Failure(f"{self.name}: no log line with {needle!r} within {timeout:.0f} s: {self.log_tail()}")
+
     def log_tail(self, n=3000):
         try:
             return open(self.log).read()[-n:]
@@ -210,6 +253,67 @@ class Host:
         """`vexctl --json migrate`: (exit code, result dict or None, progress dicts, stderr)."""
         proc = run(*self.migrate_cmd(vm, dst, *flags), check_rc=False, timeout=timeout)
         return parse_migration(proc)
+
+
+# ------------------------------------------------------------------------------ the witness
+
+# 2048 pages (8 MiB) dirtied at 16384 pages/s = 64 MiB/s.
+WORKLOAD = ["--workset-pages", "2048", "--dirty-pages-per-sec", "16384"]
+NMI_HOLD_MASK = "0x4"  # the NMI handler (vector 2) holds: NMIs stay masked until it is cleared
+
+
+def vec(report):
+    return int(report["fields"].get("vec", "-1"))
+
+
+def exc_reports(host, vm, vector):
+    return [r for r in host.guest_reports(vm, "EXC") if vec(r) == vector]
+
+
+def expect_memory_intact(host, vm):
+    check_result = host.memcheck(vm)
+    check(check_result.get("bad", -1) == 0 and check_result.get("pages", 0) > 0,
+          f"{host.name}/{vm}: guest memcheck {check_result}")
+
+
+def last_sequence(host, vm):
+    return max((int(e.get("sequence", "0")) for e in host.events(vm)), default=0)
+
+
+def paused_events(host, vm, after_sequence):
+    return [e for e in host.events(vm) if int(e.get("sequence", "0")) > after_sequence and
+            e.get("lifecycle", {}).get("state") == "VM_PAUSED"]
+
+
+def hold_nmi_and_make_one_pending(host, vm):
+    """vCPU 1 takes an NMI and holds in its handler (NMIs masked); a second NMI is made pending
+    (--pause-around) and stays pending while the VM runs. vCPU 0 keeps running the workload."""
+    host.ctl("inject", "nmi", vm, "--vcpu", "1", "--pause-around")
+    held = host.wait_reports(vm, "HOLD", lambda r: vec(r) == 2, 1)
+    check(len(held) == 1, f"{host.name}/{vm}: the NMI handler did not hold")
+    host.ctl("inject", "nmi", vm, "--vcpu", "1", "--pause-around")
+    pending = host.ctl("pending", vm).stdout
+    check("NMI" in pending, f"`vexctl pending {vm}` does not show the NMI:\n{pending}")
+    check(len(exc_reports(host, vm, 2)) == 1, f"{host.name}/{vm}: the masked NMI was taken at once")
+
+
+def release_nmi_and_expect_once(host, vm):
+    """Clears the hold: the handler returns, NMIs unmask, and the pending one is taken.
+
+    The pending NMI is vCPU 1's second exception since boot (seq 2); its first (seq 1) is the
+    NMI the setup made it take before migrating, which is in this host's history only when
+    the VM never left it. So exactly-once is checked on the NMIs after the first: exactly one,
+    and it is seq 2."""
+    host.ctl("guest", vm, "settings", "--hold-mask", "0")
+
+    def after_first(r):
+        return vec(r) == 2 and int(r["fields"]["cpu"]) == 1 and int(r["fields"]["seq"]) >= 2
+
+    host.wait_reports(vm, "EXC", after_first, 1)
+    time.sleep(0.5)
+    got = [r for r in host.guest_reports(vm, "EXC") if after_first(r)]
+    check(len(got) == 1 and int(got[0]["fields"]["seq"]) == 2,
+          f"{host.name}/{vm}: expected the pending NMI (seq 2) exactly once, got {[r['line'] for r in got]}")
 
 
 def parse_migration(proc):
@@ -300,8 +404,8 @@ class Lab:
         """A started vexd on `side` ("src" or "dst"), on a port of its own; `env` adds to its
         environment (e.g. a VEXSTATE_TESTING_* hook)."""
         name = name or side
-        host = Host(self, name, self.namespaces.get(side), self.ip(side), self.next_port, tls_dir or self.tls_dir,
-                    extra_flags, env)
+        host = Host(self, name, side, self.namespaces.get(side), self.ip(side), self.next_port,
+                    tls_dir or self.tls_dir, extra_flags, env)
         self.next_port += 1
         self.hosts.append(host)
         return host.start()
@@ -327,3 +431,49 @@ class Lab:
         self.namespaces.clear()
         self.veth.clear()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def run_scenarios(suite_name, scenarios, binaries, make_hosts, summary=None):
+    """Runs each scenario (a function of (lab, *hosts)) in one Lab with network namespaces, prints
+    "[ RUN ]"/"[ OK ]" lines and "N passed, N failed", writes JUnit XML to $XML_OUTPUT_FILE, and
+    returns the exit code. Command-line arguments select scenarios by (part of) their name.
+    `make_hosts(lab)` returns the hosts; `summary()` prints after the scenarios."""
+    only = sys.argv[1:]
+    tests = [t for t in scenarios if not only or any(o in t.__name__ for o in only)]
+    if os.geteuid() != 0:
+        print("this test needs root (ip netns)", file=sys.stderr)
+        return 1
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        print("/dev/kvm is not usable: this test needs real KVM", file=sys.stderr)
+        return 1
+    suite = ET.Element("testsuite", name=suite_name)
+    failures = 0
+    with Lab(binaries, use_netns=True) as lab:
+        hosts = make_hosts(lab)
+        for test in tests:
+            start = time.time()
+            case = ET.SubElement(suite, "testcase", name=test.__name__, classname=suite_name)
+            print(f"[ RUN      ] {test.__name__}", flush=True)
+            try:
+                test(lab, *hosts)
+                print(f"[       OK ] {test.__name__} ({time.time() - start:.1f} s)", flush=True)
+            except Exception as e:  # noqa: BLE001 - every failure is reported, then the next runs
+                failures += 1
+                detail = traceback.format_exc() if not isinstance(e, Failure) else str(e)
+                ET.SubElement(case, "failure", message=str(e)[:500]).text = detail
+                print(f"[  FAILED  ] {test.__name__}: {detail}", flush=True)
+            case.set("time", f"{time.time() - start:.2f}")
+        if failures:
+            for host in lab.hosts:
+                print(f"--- {host.name} vexd log (tail) ---\n{host.log_tail()}")
+    if summary:
+        summary()
+    suite.set("tests", str(len(tests)))
+    suite.set("failures", str(failures))
+    out = os.environ.get("XML_OUTPUT_FILE")
+    if out:
+        root_el = ET.Element("testsuites")
+        root_el.append(suite)
+        ET.ElementTree(root_el).write(out)
+    print(f"{len(tests) - failures} passed, {failures} failed")
+    return 1 if failures else 0

@@ -32,8 +32,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lab_support import (MC_ARGS, MC_STATUS, NMI_HOLD_MASK, WORKLOAD, Failure, check, exc_reports,  # noqa: E402
-                         hold_nmi_and_make_one_pending, parse_migration, release_nmi_and_expect_once,
-                         run_scenarios, runfile, vec)
+                         hold_nmi_and_make_one_pending, last_sequence, parse_migration,
+                         release_nmi_and_expect_once, run_scenarios, runfile, vec)
 
 PEER_CLIENT = runfile("tests/migration/peer_client")
 
@@ -133,9 +133,6 @@ def expect_no_incoming_left(dst):
     stray = [f for f in (os.listdir(vms_dir) if os.path.isdir(vms_dir) else []) if f.rsplit(".", 1)[0] not in listed]
     check(not stray, f"{dst.name}: files of VMs it does not list: {stray}")
 
-
-def last_sequence(host, vm):
-    return max((int(e.get("sequence", "0")) for e in host.events(vm)), default=0)
 
 
 def lifecycle_since(host, vm, sequence, state):
@@ -407,4 +404,4 @@ TESTS = [
 
 
 if __name__ == "__main__":
-    sys.exit(run_scenarios("fault_stream_test", TESTS, lambda lab: (lab, lab.add_host("dst"))))
+    sys.exit(run_scenarios("fault_stream_test", TESTS, lambda lab: (lab.add_host("dst"),)))

@@ -55,12 +55,6 @@ def expect_moved(src, dst, vm):
     check(dst.vm_state(vm) == "VM_RUNNING", f"{vm} is {dst.vm_state(vm)} on the destination")
 
 
-def expect_memory_intact(host, vm):
-    check_result = host.memcheck(vm)
-    check(check_result.get("bad", -1) == 0 and check_result.get("pages", 0) > 0,
-          f"{host.name}/{vm}: guest memcheck {check_result}")
-
-
 def taken_once(host, vm, vector, what):
     host.wait_reports(vm, "EXC", lambda r: vec(r) == vector, 1)
     time.sleep(0.5)
@@ -124,15 +118,6 @@ def test_c_nmi_pending_while_masked_live(lab, src, dst):
     release_nmi_and_expect_once(dst, vm)
     check(len(exc_reports(src, vm, 2)) == 1, "the source guest took the pending NMI")
     expect_memory_intact(dst, vm)
-
-
-def paused_events(host, vm, after_sequence):
-    return [e for e in host.events(vm) if int(e.get("sequence", "0")) > after_sequence and
-            e.get("lifecycle", {}).get("state") == "VM_PAUSED"]
-
-
-def last_sequence(host, vm):
-    return max((int(e.get("sequence", "0")) for e in host.events(vm)), default=0)
 
 
 def test_d_fewer_mce_banks(lab, src, dst):
@@ -257,5 +242,5 @@ def print_timings():
 
 
 if __name__ == "__main__":
-    sys.exit(run_scenarios("two_host_test", TESTS, lambda lab: (lab, lab.add_host("src"), lab.add_host("dst")),
+    sys.exit(run_scenarios("two_host_test", TESTS, lambda lab: (lab.add_host("src"), lab.add_host("dst")),
                            print_timings))
