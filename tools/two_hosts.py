@@ -54,7 +54,7 @@ def run(*cmd, check_rc=True, **kw):
 class Host:
     """One vexd: state dir, control socket, tokens, migration listener."""
 
-    def __init__(self, lab, name, netns, ip, port, tls_dir, extra_flags):
+    def __init__(self, lab, name, netns, ip, port, tls_dir, extra_flags, extra_env=None):
         self.lab, self.name, self.netns, self.ip, self.port = lab, name, netns, ip, port
         root = os.path.join(lab.root, name)
         self.state = os.path.join(root, "s")
@@ -67,6 +67,7 @@ class Host:
         self.log = os.path.join(root, "vexd.log")
         self.tls_dir = tls_dir
         self.extra_flags = list(extra_flags)
+        self.extra_env = dict(extra_env or {})  # e.g. VEXSTATE_CONSOLE_UDP for the benchmarks
         self.proc = None
 
     @property
@@ -80,7 +81,8 @@ class Host:
                *self.extra_flags]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns] + cmd  # ip execs vexd: same pid
-        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "a"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "a"), stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, **self.extra_env))
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -249,11 +251,12 @@ class Lab:
         run(self.bin.make_certs, path, SRC_IP, DST_IP)
         return path
 
-    def add_host(self, side, extra_flags=(), tls_dir=None, name=None):
-        """A started vexd on `side` ("src" or "dst"), on a port of its own."""
+    def add_host(self, side, extra_flags=(), tls_dir=None, name=None, extra_env=None):
+        """A started vexd on `side` ("src" or "dst"), on a port of its own; `extra_env` is added to
+        its environment (its VM workers inherit it)."""
         name = name or side
         host = Host(self, name, self.namespaces.get(side), self.ip(side), self.next_port, tls_dir or self.tls_dir,
-                    extra_flags)
+                    extra_flags, extra_env)
         self.next_port += 1
         self.hosts.append(host)
         return host.start()
