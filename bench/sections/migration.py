@@ -35,7 +35,6 @@ PAGE = 4096
 HEARTBEAT_MS = 1
 WORKSET_MIB = 256
 DOWNTIME_LIMIT_MS = 300
-QEMU_MAX_BANDWIDTH = 100 * 10**9  # bytes/s: "unlimited" (QEMU rejects larger values)
 SETTLE_S = 2.0
 MIGRATE_TIMEOUT_S = 900
 RUNS = 3
@@ -132,8 +131,7 @@ def run_qemu(ctx: Context, reader: ConsoleReader, witness: str, ram_mib: int, se
     src = qemu_vm.QemuVm(ctx.work_dir, "qemu0", witness, ram_mib, settings, reader[channels[0]].address)
     dst = None
     try:
-        boot = {"touch_s": _wait_touched(reader, channels[0], settings, since),
-                "process_to_ready_s": None}
+        boot = {"touch_s": _wait_touched(reader, channels[0], settings, since)}
         time.sleep(SETTLE_S)
         results = []
         for i in range(runs):
@@ -142,7 +140,7 @@ def run_qemu(ctx: Context, reader: ConsoleReader, witness: str, ram_mib: int, se
                                  reader[channels[(i + 1) % 2]].address, incoming=f"tcp:127.0.0.1:{port}")
             dst.connect()  # listening once QMP answers
             since = time.monotonic_ns()
-            info = src.migrate(f"tcp:127.0.0.1:{port}", QEMU_MAX_BANDWIDTH, DOWNTIME_LIMIT_MS, MIGRATE_TIMEOUT_S)
+            info = src.migrate(f"tcp:127.0.0.1:{port}", qemu_vm.MAX_BANDWIDTH, DOWNTIME_LIMIT_MS, MIGRATE_TIMEOUT_S)
             if info.get("status") != "completed":
                 raise RuntimeError(f"QEMU migration failed: {info}")
             g = gap(reader, channels[i % 2], channels[(i + 1) % 2], since)
@@ -177,7 +175,7 @@ class MigrationSection(Section):
         cells = [(512, "idle")] if ctx.quick else [(r, w) for r in RAM_MIB for w in WORKLOADS]
         runs = 1 if ctx.quick else RUNS
         data = {"config": {"heartbeat_ms": HEARTBEAT_MS, "downtime_limit_ms": DOWNTIME_LIMIT_MS,
-                           "qemu_max_bandwidth_bytes_per_s": QEMU_MAX_BANDWIDTH, "vexd_max_bandwidth": "0 (none)",
+                           "qemu_max_bandwidth_bytes_per_s": qemu_vm.MAX_BANDWIDTH, "vexd_max_bandwidth": "0 (none)",
                            "transport": "loopback TCP; vexd: mutual TLS (tools/make_certs.sh); QEMU: plain TCP",
                            "qemu": qemu_vm.version(), "qemu_firmware": " ".join(qemu_vm.firmware()) or "SeaBIOS",
                            "runs_per_cell": runs, "order": "ping-pong A->B, B->A, ... after one boot+touch",

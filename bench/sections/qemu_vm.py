@@ -18,6 +18,7 @@ from typing import Dict, List, Optional
 
 QEMU = "qemu-system-x86_64"
 QBOOT = "/usr/share/qemu/qboot.rom"
+MAX_BANDWIDTH = 100 * 10**9  # bytes/s for migrate-set-parameters: "unlimited" on loopback
 
 
 def available() -> Optional[str]:

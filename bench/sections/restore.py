@@ -87,7 +87,7 @@ def run_qemu(ctx: Context, reader: ConsoleReader, witness: str, ram_mib: int, se
     try:
         boot = {"touch_s": _wait_touched(reader, "Q", settings, since)}
         time.sleep(SETTLE_S)
-        info = vm.migrate(f"exec:cat > {path}", qemu_vm.QEMU_MAX_BANDWIDTH, 300, 900)
+        info = vm.migrate(f"exec:cat > {path}", qemu_vm.MAX_BANDWIDTH, 300, 900)
         if info.get("status") != "completed":
             raise RuntimeError(f"QEMU save to {path} failed: {info}")
         save_ms = info["host_wall_ms"]
