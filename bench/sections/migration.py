@@ -199,18 +199,10 @@ class MigrationSection(Section):
                     ctx.log(f"migration: {name}: skipped: {cell['skipped']}")
                     continue
                 ctx.log(f"migration: {name} (settings {settings})")
-                runs_by_stack = {}
-                for stack, fn in (("vexstate", lambda: run_vexd(ctx, reader, hosts, ram_mib, settings, runs)),
-                                  ("qemu", lambda: run_qemu(ctx, reader, witness, ram_mib, settings, runs))):
-                    try:
-                        runs_by_stack[stack], cell[f"{stack}_boot"] = fn()
-                    except Exception as e:  # one stack failing must not hide the other's numbers
-                        cell[f"{stack}_error"] = str(e)[-1500:]
-                        ctx.log(f"migration: {name} {stack}: FAILED: {str(e)[-500:]}")
-                        runs_by_stack[stack] = []
-                cell["runs"] = runs_by_stack
-                cell["summary"] = side_by_side.summarize(runs_by_stack, list(METRICS))
-                summaries[name] = cell["summary"]
+                summaries[name] = side_by_side.run_stacks(
+                    ctx.log, f"migration: {name}", cell,
+                    (("vexstate", lambda: run_vexd(ctx, reader, hosts, ram_mib, settings, runs)),
+                     ("qemu", lambda: run_qemu(ctx, reader, witness, ram_mib, settings, runs))), list(METRICS))
                 data["cells"][name] = cell
         table_md = side_by_side.table(self.title, summaries, METRICS)
         panels = [side_by_side.panel("Migration: guest-visible gap (ms, median)", "ms (log)", summaries, "gap_ms"),
@@ -223,8 +215,5 @@ class MigrationSection(Section):
                              f"(target <= 0.2x: {'met' if g['ratio_vexstate_over_qemu'] <= 0.2 else 'NOT met'}), "
                              f"total time {t['ratio_vexstate_over_qemu']:.2f}x (target <= 1x: "
                              f"{'met' if (t['ratio_vexstate_over_qemu'] or 9) <= 1 else 'NOT met'}).")
-        for name, cell in data["cells"].items():
-            for key in ("skipped", "vexstate_error", "qemu_error"):
-                if key in cell:
-                    notes.append(f"migration {name}: {key.replace('_', ' ')}: {cell[key][:300]}")
+        notes += side_by_side.problem_notes("migration", data["cells"])
         return SectionResult(data=data, rows=[], panels=panels, notes=notes, tables=[table_md])

@@ -149,21 +149,12 @@ class RestoreSection(Section):
                     data["sizes"][name] = entry
                     continue
                 ctx.log(f"restore: {name} (settings {settings})")
-                runs_by_stack = {}
-                for stack, fn in (
-                        ("vexstate", lambda: run_vexd(ctx, reader, host, ram_mib, settings, runs,
-                                                      os.path.join(ctx.work_dir, f"vexd-{ram_mib}.snap"))),
-                        ("qemu", lambda: run_qemu(ctx, reader, witness, ram_mib, settings, runs,
-                                                  os.path.join(ctx.work_dir, f"qemu-{ram_mib}.mig")))):
-                    try:
-                        runs_by_stack[stack], entry[f"{stack}_boot"] = fn()
-                    except Exception as e:
-                        entry[f"{stack}_error"] = str(e)[-1500:]
-                        ctx.log(f"restore: {name} {stack}: FAILED: {str(e)[-500:]}")
-                        runs_by_stack[stack] = []
-                entry["runs"] = runs_by_stack
-                entry["summary"] = side_by_side.summarize(runs_by_stack, list(METRICS))
-                summaries[name] = entry["summary"]
+                summaries[name] = side_by_side.run_stacks(
+                    ctx.log, f"restore: {name}", entry,
+                    (("vexstate", lambda: run_vexd(ctx, reader, host, ram_mib, settings, runs,
+                                                   os.path.join(ctx.work_dir, f"vexd-{ram_mib}.snap"))),
+                     ("qemu", lambda: run_qemu(ctx, reader, witness, ram_mib, settings, runs,
+                                               os.path.join(ctx.work_dir, f"qemu-{ram_mib}.mig")))), list(METRICS))
                 data["sizes"][name] = entry
         table_md = side_by_side.table(self.title, summaries, METRICS)
         panels = [side_by_side.panel("Snapshot restore: time to running (ms, median)", "ms (log)", summaries,
@@ -173,8 +164,5 @@ class RestoreSection(Section):
             r = s["ttr_ms"]["ratio_vexstate_over_qemu"]
             if r is not None:
                 notes.append(f"restore {name}: time to running vexstate/QEMU {r:.2f}x.")
-        for name, entry in data["sizes"].items():
-            for key in ("skipped", "vexstate_error", "qemu_error"):
-                if key in entry:
-                    notes.append(f"restore {name}: {key.replace('_', ' ')}: {entry[key][:300]}")
+        notes += side_by_side.problem_notes("restore", data["sizes"])
         return SectionResult(data=data, rows=[], panels=panels, notes=notes, tables=[table_md])

@@ -27,6 +27,28 @@ def summarize(runs: Dict[str, List[Dict]], metrics: List[str]) -> Dict:
     return out
 
 
+def run_stacks(log, what: str, entry: Dict, stacks, metrics: List[str]) -> Dict:
+    """Runs each (stack, fn) — fn() returns (runs, boot figures) — into `entry`: runs, boot,
+    errors, summary. One stack failing keeps the other's numbers. Returns the summary."""
+    runs_by_stack = {}
+    for stack, fn in stacks:
+        try:
+            runs_by_stack[stack], entry[f"{stack}_boot"] = fn()
+        except Exception as e:
+            entry[f"{stack}_error"] = str(e)[-1500:]
+            log(f"{what} {stack}: FAILED: {str(e)[-500:]}")
+            runs_by_stack[stack] = []
+    entry["runs"] = runs_by_stack
+    entry["summary"] = summarize(runs_by_stack, metrics)
+    return entry["summary"]
+
+
+def problem_notes(section: str, entries: Dict[str, Dict]) -> List[str]:
+    """A note for every skipped cell and every stack that failed in it."""
+    return [f"{section} {name}: {key.replace('_', ' ')}: {entry[key][:300]}"
+            for name, entry in entries.items() for key in ("skipped", "vexstate_error", "qemu_error") if key in entry]
+
+
 def _num(x: float) -> str:
     if x >= 100:
         return f"{x:,.0f}"
