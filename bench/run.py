@@ -168,13 +168,19 @@ def _fmt(value: Optional[float]) -> str:
 
 
 def table(results: Dict[str, SectionResult], titles: Dict[str, str]) -> str:
-    lines = ["| benchmark | min µs | p50 µs | p99 µs | notes |", "|---|---:|---:|---:|---|"]
-    for name, result in results.items():
-        lines.append(f"| **{titles[name]}** | | | | |")
-        for row in result.rows:
-            lines.append(f"| {row.benchmark} | {_fmt(row.min_us)} | {_fmt(row.p50_us)} | {_fmt(row.p99_us)} | "
-                         f"{row.other} |")
-    return "\n".join(lines)
+    """The latency table of every section with rows, then each section's own tables."""
+    parts = []
+    with_rows = {name: r for name, r in results.items() if r.rows}
+    if with_rows:
+        lines = ["| benchmark | min µs | p50 µs | p99 µs | notes |", "|---|---:|---:|---:|---|"]
+        for name, result in with_rows.items():
+            lines.append(f"| **{titles[name]}** | | | | |")
+            for row in result.rows:
+                lines.append(f"| {row.benchmark} | {_fmt(row.min_us)} | {_fmt(row.p50_us)} | {_fmt(row.p99_us)} | "
+                             f"{row.other} |")
+        parts.append("\n".join(lines))
+    parts += [t for r in results.values() for t in r.tables]
+    return "\n\n".join(parts)
 
 
 def ensure_gnuplot() -> Optional[str]:
@@ -248,19 +254,31 @@ def machine_line(doc: Dict) -> str:
             f"after: {', '.join(map(str, load['after']['loadavg_1_5_15']))}.")
 
 
-def update_readme(doc: Dict, table_md: str, notes: List[str], png_rel: Optional[str], json_rel: str) -> None:
-    block = [TABLE_BEGIN, "", f"Run {'(quick) ' if doc['quick'] else ''}{machine_line(doc)}", "",
+def readme_markers(only: List[str]):
+    """The README block a run owns: the whole-run block, or with --only its own block for
+    those sections, so a partial run never erases the other sections' latest table."""
+    if not only:
+        return TABLE_BEGIN, TABLE_END, "## Latest results"
+    key = ",".join(sorted(only))
+    return (f"<!-- bench:latest:begin[{key}] (written by bench/run.py) -->", f"<!-- bench:latest:end[{key}] -->",
+            f"## Latest results: {', '.join(sorted(only))}")
+
+
+def update_readme(doc: Dict, table_md: str, notes: List[str], png_rel: Optional[str], json_rel: str,
+                  only: List[str]) -> None:
+    begin, end, heading = readme_markers(only)
+    block = [begin, "", f"Run {'(quick) ' if doc['quick'] else ''}{machine_line(doc)}", "",
              f"Raw data: [`{json_rel}`]({json_rel})" + (f", plot: [`{png_rel}`]({png_rel})" if png_rel else "") + ".",
              "", table_md, ""]
     block += [f"- {n}" for n in notes]
-    block += ["", TABLE_END]
+    block += ["", end]
     text = _read(README)
-    if TABLE_BEGIN in text and TABLE_END in text:
-        head, rest = text.split(TABLE_BEGIN, 1)
-        tail = rest.split(TABLE_END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         text = head + "\n".join(block) + tail
     else:
-        text = text.rstrip() + "\n\n## Latest results\n\n" + "\n".join(block) + "\n"
+        text = text.rstrip() + f"\n\n{heading}\n\n" + "\n".join(block) + "\n"
     with open(README, "w") as f:
         f.write(text)
 
@@ -362,7 +380,9 @@ def main() -> int:
 
     os.makedirs(args.results_dir, exist_ok=True)
     host = doc["machine"]["host"]
-    stem = os.path.join(args.results_dir, f"{now.strftime('%Y-%m-%d')}-{host}{'-quick' if args.quick else ''}")
+    # A partial run (--only) is named after its sections: it never replaces a whole run's file.
+    only = "".join(f"-{name}" for name in sorted(args.only))
+    stem = os.path.join(args.results_dir, f"{now.strftime('%Y-%m-%d')}-{host}{only}{'-quick' if args.quick else ''}")
     panels = [p for r in results.values() for p in r.panels]
     png = stem + ".png"
     plotted = plot(panels, f"vexstate benchmarks, {host}, {doc['date']} (load avg before "
@@ -382,7 +402,7 @@ def main() -> int:
     print(f"\nresults: {stem}.json" + (f", {png}" if plotted else "") + f" ({doc['seconds']:.0f} s)")
     if update and results:
         rel = os.path.relpath(stem, HERE)
-        update_readme(doc, table_md, notes, rel + ".png" if plotted else None, rel + ".json")
+        update_readme(doc, table_md, notes, rel + ".png" if plotted else None, rel + ".json", args.only)
         log(f"wrote the table into {os.path.relpath(README, ROOT)}")
     if failed:
         log(f"FAILED sections: {', '.join(failed)}")

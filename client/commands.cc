@@ -18,7 +18,8 @@ constexpr FlagSpec kVcpu{"vcpu"};
 constexpr FlagSpec kWitnessFlags[] = {{"heartbeat-ms"},
                                       {"workset-pages"},
                                       {"dirty-pages-per-sec"},
-                                      {"hold-mask"}};
+                                      {"hold-mask"},
+                                      {"touch-pages"}};
 
 constexpr std::pair<absl::string_view, v1::Arch> kArches[] = {
     {"x86_64", v1::ARCH_X86_64}, {"arm64", v1::ARCH_ARM64}};
@@ -55,6 +56,7 @@ void FillWitnessSettings(CommandArgs& args, v1::WitnessSettings* settings) {
   settings->set_dirty_pages_per_sec(
       args.OptionalUint64("dirty-pages-per-sec").value_or(0));
   settings->set_hold_mask(args.OptionalUint64("hold-mask").value_or(0));
+  settings->set_touch_pages(args.OptionalUint64("touch-pages").value_or(0));
 }
 
 // -------------------------------------------------------------------------- vm
@@ -114,8 +116,8 @@ void BuildGuestCommand(CommandArgs& args, Invocation* invocation) {
     FillWitnessSettings(args, request->mutable_settings());
   } else if (command != v1::GUEST_COMMAND_UNSPECIFIED && AnyWitnessFlag(args)) {
     args.Fail(
-        "--heartbeat-ms, --workset-pages, --dirty-pages-per-sec and "
-        "--hold-mask are for 'guest NAME settings'");
+        "--heartbeat-ms, --workset-pages, --dirty-pages-per-sec, "
+        "--hold-mask and --touch-pages are for 'guest NAME settings'");
   }
 }
 
@@ -292,7 +294,7 @@ const std::vector<CommandSpec>& Commands() {
        "NAME --arch x86_64|arm64 --vcpus N --memory-mib M\n"
        "[--guest witness | --guest-file F] [--mce-banks N] [--start]\n"
        "[--heartbeat-ms N] [--workset-pages N] [--dirty-pages-per-sec N] "
-       "[--hold-mask M]",
+       "[--hold-mask M] [--touch-pages N]",
        "create a VM (CREATED; with --start, RUNNING)",
        {{"NAME"}},
        With({{"arch"},
@@ -422,7 +424,7 @@ const std::vector<CommandSpec>& Commands() {
        "[--wait-ms N]\n"
        "| NAME settings [--heartbeat-ms N] [--workset-pages N] "
        "[--dirty-pages-per-sec N]\n"
-       "[--hold-mask M]",
+       "[--hold-mask M] [--touch-pages N]",
        "drive the witness guest (--wait-ms: wait for its DONE, print its "
        "reports)",
        {{"NAME"}, {"ACTION"}},

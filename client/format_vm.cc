@@ -17,10 +17,13 @@ using Rows = std::vector<std::vector<std::string>>;
 std::string YesNo(bool value) { return value ? "yes" : "no"; }
 
 std::string FormatWitnessSettings(const v1::WitnessSettings& w) {
-  return absl::StrFormat(
+  std::string text = absl::StrFormat(
       "heartbeat %u ms, workset %u pages, %u dirty pages/s, hold mask 0x%x",
       w.heartbeat_ms(), w.workset_pages(), w.dirty_pages_per_sec(),
       w.hold_mask());
+  // Only when set: most VMs never touch memory this way.
+  if (w.touch_pages() != 0) absl::StrAppendFormat(&text, ", touch %u pages", w.touch_pages());
+  return text;
 }
 
 }  // namespace

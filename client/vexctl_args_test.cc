@@ -406,8 +406,8 @@ INSTANTIATE_TEST_SUITE_P(
                 "guest: ACTION: 'dance' is not one of "
                 "memcheck|unmask-serror|esb-read-disr|read-disr|settings"},
         BadCase{"guest a memcheck --heartbeat-ms 5",
-                "guest: --heartbeat-ms, --workset-pages, --dirty-pages-per-sec "
-                "and --hold-mask are for 'guest NAME settings'"},
+                "guest: --heartbeat-ms, --workset-pages, --dirty-pages-per-sec, "
+                "--hold-mask and --touch-pages are for 'guest NAME settings'"},
         BadCase{"host", "host: missing subcommand (caps)"},
         BadCase{"migrate a", "migrate: missing --to tcp:HOST:PORT"},
         BadCase{"migrate --to tcp:h:7500", "migrate: missing NAME"},

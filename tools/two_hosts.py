@@ -402,7 +402,7 @@ class Lab:
 
     def add_host(self, side, extra_flags=(), tls_dir=None, name=None, env=None):
         """A started vexd on `side` ("src" or "dst"), on a port of its own; `env` adds to its
-        environment (e.g. a VEXSTATE_TESTING_* hook)."""
+        environment (e.g. a VEXSTATE_TESTING_* hook, or VEXSTATE_CONSOLE_UDP for the benchmarks)."""
         name = name or side
         host = Host(self, name, side, self.namespaces.get(side), self.ip(side), self.next_port,
                     tls_dir or self.tls_dir, extra_flags, env)

@@ -8,11 +8,12 @@ JSON, plot, table, README.
 """
 from .control_plane import ControlPlaneSection
 from .exception_state import ExceptionStateSection
+from .migration import MigrationSection
+from .restore import RestoreSection
 
 SECTIONS = [
     ExceptionStateSection(),
     ControlPlaneSection(),
-    # Planned (issue 6, parts needing live migration / snapshots):
-    #   MigrationVsQemuSection()     downtime, total time, throughput vs qemu-system-x86_64 7.2
-    #   SnapshotRestoreSection()     restore time-to-running as guest memory grows
+    MigrationSection(),
+    RestoreSection(),
 ]

@@ -71,6 +71,9 @@ class SectionResult:
     rows: List[Row]
     panels: List[Panel] = dataclasses.field(default_factory=list)
     notes: List[str] = dataclasses.field(default_factory=list)  # printed under the table
+    # Markdown tables of the section's own shape (e.g. vexstate | QEMU | ratio per cell),
+    # printed after the latency table; a section may give rows, tables or both.
+    tables: List[str] = dataclasses.field(default_factory=list)
 
 
 class Section:

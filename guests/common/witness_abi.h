@@ -24,6 +24,9 @@
  *   VEX HOLD cpu=<n> vec=<v>                the handler for <v> is now waiting (see hold_mask;
  *                                           arm64: <v> is the hold_mask bit, 0x0 SError, 0x1 sync)
  *   VEX DONE cpu=<n> cmd=<n>                a command from the control block finished
+ *   VEX TOUCHED cpu=<n> pages=<n>           (x86_64) the touch_pages pass is complete: the
+ *                                           guest idles from here (a benchmark's "idle after
+ *                                           touching N pages" starts now)
  * `seq` counts exceptions taken by that vCPU since boot, all kinds together, starting at 1.
  * arm64 registers are reported in full (64 bits: ESR_EL1 may carry bits above 31, e.g. ISS2);
  * disr= is 0 on a CPU without FEAT_RAS, where DISR_EL1 does not exist.
@@ -35,10 +38,11 @@
  * write at any time (the guest only reads it, with plain loads, so a write from the VMM while
  * the vCPUs run is seen at the next poll). All fields little-endian u64 at the offsets below.
  * Zero everywhere means "boot, report READY, idle with heartbeat", which is what QEMU gets
- * (on arm64 `-M virt` QEMU puts its device tree in the first MiB of RAM, over this page; it
- * reads as zeros there). To issue a command the VMM writes COMMAND (and ARG) first and
- * COMMAND_SEQ last, with release semantics (a store-release or a barrier before it): the
- * arm64 guest loads COMMAND_SEQ with acquire semantics and only then reads COMMAND.
+ * (x86_64: SeaBIOS zeroes this page; arm64 `-M virt`: QEMU puts its device tree in the first
+ * MiB of RAM, over this page; it reads as zeros there). To issue a command the VMM writes
+ * COMMAND (and ARG) first and COMMAND_SEQ last, with release semantics (a store-release or a
+ * barrier before it): the arm64 guest loads COMMAND_SEQ with acquire semantics and only then
+ * reads COMMAND.
  */
 #ifndef VEXSTATE_GUESTS_COMMON_WITNESS_ABI_H_
 #define VEXSTATE_GUESTS_COMMON_WITNESS_ABI_H_
@@ -73,7 +77,19 @@
                                     * ARG first, COMMAND_SEQ last. */
 #define VEX_CTL_COMMAND 0x38       /* one of VEX_CMD_* */
 #define VEX_CTL_ARG 0x40           /* command argument */
-#define VEX_CTL_SIZE 0x48
+#define VEX_CTL_TOUCH_PAGES 0x48   /* x86_64: write once to this many 4 KiB pages from
+                                    * VEX_WORKSET_OFFSET (the u64 at +VEX_TOUCH_WORD_OFFSET of
+                                    * each, so the workload pattern is untouched), a few per
+                                    * main-loop turn, then report TOUCHED; latched like
+                                    * WORKSET_PAGES. 0 = none */
+#define VEX_CTL_SIZE 0x50
+
+/* The same settings without a control block: the x86_64 witness reads the Multiboot command
+ * line (QEMU `-append`), tokens `key=decimal` separated by spaces, unknown tokens ignored:
+ *   heartbeat_ms= tsc_khz= workset_pages= dirty_pages_per_sec= touch_pages=
+ * They apply only while the control block's magic is absent; a control block wins. Without
+ * either, heartbeat_ms is 100 and tsc_khz an assumed 2 GHz (give tsc_khz for exact pacing). */
+#define VEX_TOUCH_WORD_OFFSET 0x10
 
 #define VEX_CTL_MAGIC_VALUE 0x5645585354415445 /* "VEXSTATE" */
 

@@ -45,6 +45,12 @@
 /* ---- Multiboot v1 --------------------------------------------------------------------- */
 #define MULTIBOOT_MAGIC 0x1BADB002
 #define MULTIBOOT_FLAGS 0x0                /* nothing requested: the ELF headers place us */
+/* Multiboot 0.6.96 "Machine state" and "Boot information format": EAX holds this magic and
+ * EBX the info structure's address; its flags bit 2 says a command line is at +16. */
+#define MULTIBOOT_BOOTLOADER_MAGIC 0x2BADB002
+#define MB_INFO_FLAGS 0
+#define MB_INFO_CMDLINE 16
+#define MB_INFO_HAS_CMDLINE (1 << 2)
 
 /* ---- Architectural constants (Intel SDM Vol 3A/3B; MSR numbers from Vol 4) -------------- */
 #define CR0_PE (1 << 0)
@@ -128,11 +134,16 @@
 #define DEFAULT_TSC_KHZ 2000000
 #define WORKLOAD_MAX_BATCH 64              /* pages per main-loop turn, bounds the catch-up */
 #define WORKLOAD_MAX_LAG_MS 100            /* older debt is dropped (e.g. after a pause) */
+/* touch_pages per main-loop turn: a first guest write to a page can take ~350 us on this
+ * project's KVM (kvm_pvm), so 16 keep the heartbeat within ~6 ms while touching. */
+#define TOUCH_BATCH 16
 #define NO_BAD_PAGE 0xffffffff
 
 #define ASCII_LF 0x0a
 #define ASCII_ZERO 0x30
 #define ASCII_DOT 0x2e
+#define ASCII_SPACE 0x20
+#define ASCII_NINE 0x39
 #define HEX_PREFIX 0x7830                  /* "0x" as a little-endian 16-bit store */
 
 /* ======================================================================================== */
@@ -193,7 +204,10 @@
     .globl _start
 _start:
     cld
-    movl $1, %eax
+    cmpl $MULTIBOOT_BOOTLOADER_MAGIC, %eax /* before CPUID clobbers EAX/EBX. Every vCPU that */
+    jne 0f                                 /* enters here under vexstate gets the same EBX */
+    movl %ebx, mb_info
+0:  movl $1, %eax
     cpuid
     movl %edx, %edi                        /* %edi: CPUID.01H:EDX features, for CR4 */
     shrl $CPUID1_EBX_APIC_ID_SHIFT, %ebx
@@ -296,6 +310,7 @@ long_mode_entry:
 
     cmpq $0, %gs:PCPU_CPU
     jne 1f
+    call parse_cmdline
     call build_idt
     movl $1, boot_ready                    /* x86 stores are ordered: the IDT is visible first */
 1:  call load_tss
@@ -764,18 +779,23 @@ bsp_main_loop:
     movq $0, st_cursor
     movq $1, st_pass
     movq $0, st_command_seq
+    movq $0, st_touch_pages
+    movq $0, st_touch_cursor
 1:  call read_config
     call poll_heartbeat
+    call poll_touch
     call poll_workload
     call poll_command
     pause
     jmp 1b
 
-/* Copies the control block into cfg_* (or the defaults when its magic is absent). */
+/* Copies the control block into cfg_*, or, when its magic is absent, the command line's
+ * settings (parse_cmdline; defaults where it gave none). */
 read_config:
     call control_block_active
-    jne 1f
-    movq VEX_CTL_HEARTBEAT_MS(%rdx), %rax
+    je 1f
+    movl $cmdline_settings, %edx           /* laid out like the control block's fields */
+1:  movq VEX_CTL_HEARTBEAT_MS(%rdx), %rax
     movq %rax, cfg_heartbeat_ms
     movq VEX_CTL_TSC_KHZ(%rdx), %rax
     movq %rax, cfg_tsc_khz
@@ -783,15 +803,70 @@ read_config:
     movq %rax, cfg_workset_pages
     movq VEX_CTL_DIRTY_PAGES_PER_SEC(%rdx), %rax
     movq %rax, cfg_dirty_rate
-    jmp 2f
-1:  movq $DEFAULT_HEARTBEAT_MS, cfg_heartbeat_ms
-    movq $0, cfg_tsc_khz
-    movq $0, cfg_workset_pages
-    movq $0, cfg_dirty_rate
-2:  cmpq $0, cfg_tsc_khz
+    movq VEX_CTL_TOUCH_PAGES(%rdx), %rax
+    movq %rax, cfg_touch_pages
+    cmpq $0, cfg_tsc_khz
     jne 3f
     movq $DEFAULT_TSC_KHZ, cfg_tsc_khz
 3:  ret
+
+/* Reads `key=decimal` tokens from the Multiboot command line (witness_abi.h) into
+ * cmdline_settings. vCPU 0, once, before anything writes guest RAM beyond the image: the
+ * loader put the string after the image (QEMU) and the workset starts at 4 MiB. A token
+ * whose key is unknown (QEMU puts the image's path first) is skipped. */
+parse_cmdline:
+    pushq %rbx
+    movl mb_info, %eax
+    testl %eax, %eax
+    jz 9f
+    testl $MB_INFO_HAS_CMDLINE, MB_INFO_FLAGS(%rax)
+    jz 9f
+    movl MB_INFO_CMDLINE(%rax), %esi       /* %rsi: cursor */
+1:  movb (%rsi), %al                       /* skip spaces */
+    cmpb $ASCII_SPACE, %al
+    jne 2f
+    incq %rsi
+    jmp 1b
+2:  testb %al, %al
+    jz 9f
+    leaq cmdline_keys(%rip), %rbx          /* %rbx: {key with '=', field offset} entry */
+3:  movq (%rbx), %rdi
+    testq %rdi, %rdi
+    jz 7f                                  /* no key matches: skip the token */
+    movq %rsi, %rdx
+4:  movb (%rdi), %al
+    testb %al, %al
+    jz 5f
+    cmpb (%rdx), %al
+    jne 41f
+    incq %rdi
+    incq %rdx
+    jmp 4b
+41: addq $16, %rbx
+    jmp 3b
+5:  xorl %eax, %eax                        /* decimal digits at %rdx */
+6:  movzbl (%rdx), %ecx
+    cmpl $ASCII_ZERO, %ecx
+    jb 61f
+    cmpl $ASCII_NINE, %ecx
+    ja 61f
+    subl $ASCII_ZERO, %ecx
+    imulq $10, %rax
+    addq %rcx, %rax
+    incq %rdx
+    jmp 6b
+61: movq 8(%rbx), %rcx
+    movq %rax, cmdline_settings(%rcx)
+    movq %rdx, %rsi
+7:  movb (%rsi), %al                       /* to the next space or the end */
+    testb %al, %al
+    jz 9f
+    cmpb $ASCII_SPACE, %al
+    je 1b
+    incq %rsi
+    jmp 7b
+9:  popq %rbx
+    ret
 
 /* %rax = TSC. Clobbers %rdx. */
 read_tsc:
@@ -839,6 +914,43 @@ latch_workset:
     movq $MAX_WORKSET_PAGES, %rax
 2:  movq %rax, st_workset_pages
 1:  ret
+
+/* Touches TOUCH_PAGES pages once (witness_abi.h), TOUCH_BATCH per turn, then reports
+ * TOUCHED. The count is latched like the working set's. */
+poll_touch:
+    movq st_touch_pages, %rax
+    testq %rax, %rax
+    jnz 1f
+    movq cfg_touch_pages, %rax
+    testq %rax, %rax
+    jz 4f
+    cmpq $MAX_WORKSET_PAGES, %rax
+    jbe 11f
+    movq $MAX_WORKSET_PAGES, %rax
+11: movq %rax, st_touch_pages
+1:  movq st_touch_cursor, %rdx
+    cmpq %rax, %rdx
+    jae 4f
+    movl $TOUCH_BATCH, %ecx
+2:  movq %rdx, %r8
+    shlq $PAGE_SHIFT, %r8
+    leaq 1(%rdx), %r9                      /* nonzero: a page of zeros could stay unbacked */
+    movq %r9, WORKSET_GPA + VEX_TOUCH_WORD_OFFSET(%r8)
+    incq %rdx
+    cmpq %rax, %rdx
+    jae 3f
+    decl %ecx
+    jnz 2b
+    movq %rdx, st_touch_cursor
+    ret
+3:  movq %rdx, st_touch_cursor
+    LINE_BEGIN
+    PUT_STR "VEX TOUCHED cpu="
+    PUT_DEC %gs:PCPU_CPU
+    PUT_STR " pages="
+    PUT_DEC st_touch_pages
+    LINE_END
+4:  ret
 
 /* Dirties pages at DIRTY_PAGES_PER_SEC, one deadline per page, at most WORKLOAD_MAX_BATCH
  * per turn; debt older than WORKLOAD_MAX_LAG_MS is dropped. */
@@ -1019,6 +1131,31 @@ idt_pointer:
     .p2align 2
 boot_ready:                                /* in .data, not .bss: 0 comes from the file */
     .long 0
+mb_info:                                   /* Multiboot info address, 0 = none */
+    .long 0
+
+/* Settings from the command line, at the control block's field offsets so read_config
+ * reads either the same way; initial values are the defaults. */
+    .p2align 3
+cmdline_settings:
+    .org cmdline_settings + VEX_CTL_HEARTBEAT_MS, 0
+    .quad DEFAULT_HEARTBEAT_MS
+    .org cmdline_settings + VEX_CTL_SIZE, 0
+
+    .section .rodata
+    .p2align 3
+cmdline_keys:                              /* {"key=", offset in cmdline_settings} */
+    .quad 1f, VEX_CTL_HEARTBEAT_MS
+    .quad 2f, VEX_CTL_TSC_KHZ
+    .quad 3f, VEX_CTL_WORKSET_PAGES
+    .quad 4f, VEX_CTL_DIRTY_PAGES_PER_SEC
+    .quad 5f, VEX_CTL_TOUCH_PAGES
+    .quad 0, 0
+1:  .asciz "heartbeat_ms="
+2:  .asciz "tsc_khz="
+3:  .asciz "workset_pages="
+4:  .asciz "dirty_pages_per_sec="
+5:  .asciz "touch_pages="
 
     .bss
     .p2align 12
@@ -1045,9 +1182,12 @@ cfg_heartbeat_ms:  .skip 8
 cfg_tsc_khz:       .skip 8
 cfg_workset_pages: .skip 8
 cfg_dirty_rate:    .skip 8
+cfg_touch_pages:   .skip 8
 st_heartbeat_next: .skip 8                 /* TSC deadline of the next '.', 0 = none set */
 st_dirty_next:     .skip 8                 /* TSC deadline of the next page, 0 = idle */
 st_workset_pages:  .skip 8                 /* latched working-set size, 0 = not yet */
 st_cursor:         .skip 8                 /* next page of the current pass */
 st_pass:           .skip 8                 /* current pass k, from 1 */
 st_command_seq:    .skip 8                 /* COMMAND_SEQ of the last command run */
+st_touch_pages:    .skip 8                 /* latched touch_pages, 0 = not yet */
+st_touch_cursor:   .skip 8                 /* pages touched so far */

@@ -30,6 +30,7 @@ absl::Status WriteSettings(GuestMemory& memory, const v1::WitnessSettings& setti
       {VEX_CTL_HEARTBEAT_MS, settings.heartbeat_ms()},
       {VEX_CTL_WORKSET_PAGES, settings.workset_pages()},
       {VEX_CTL_DIRTY_PAGES_PER_SEC, settings.dirty_pages_per_sec()},
+      {VEX_CTL_TOUCH_PAGES, settings.touch_pages()},
   };
   for (const auto& [offset, value] : fields) {
     if (absl::Status s = WriteField(memory, offset, value); !s.ok()) return s;

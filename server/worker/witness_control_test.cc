@@ -30,6 +30,7 @@ TEST(WitnessControl, InitialBlockHasEveryFieldAndTheMagic) {
   settings.set_workset_pages(64);
   settings.set_dirty_pages_per_sec(1000);
   settings.set_hold_mask(1 << 18);
+  settings.set_touch_pages(4096);
   ASSERT_TRUE(WriteInitialControlBlock(memory, settings, 2500000).ok());
   EXPECT_EQ(Field(memory, VEX_CTL_MAGIC), static_cast<uint64_t>(VEX_CTL_MAGIC_VALUE));
   EXPECT_EQ(Field(memory, VEX_CTL_HOLD_MASK), 1u << 18);
@@ -37,6 +38,7 @@ TEST(WitnessControl, InitialBlockHasEveryFieldAndTheMagic) {
   EXPECT_EQ(Field(memory, VEX_CTL_TSC_KHZ), 2500000u);
   EXPECT_EQ(Field(memory, VEX_CTL_WORKSET_PAGES), 64u);
   EXPECT_EQ(Field(memory, VEX_CTL_DIRTY_PAGES_PER_SEC), 1000u);
+  EXPECT_EQ(Field(memory, VEX_CTL_TOUCH_PAGES), 4096u);
   EXPECT_EQ(Field(memory, VEX_CTL_COMMAND_SEQ), 0u);
 }
 

@@ -53,6 +53,7 @@
 #include "grpcpp/server_builder.h"
 #include "migration/data_service.h"
 #include "migration/tls.h"
+#include "server/worker/console_mirror.h"
 #include "server/worker/read_file.h"
 #include "server/worker/socket_path.h"
 #include "server/worker/worker_service.h"
@@ -217,6 +218,7 @@ int Run(int argc, char** argv) {
   const sigset_t stop_signals = BlockStopSignals();
 
   if (absl::Status s = CheckFlags(args); !s.ok()) return Fail(s);
+  if (absl::Status s = ConsoleMirrorFromEnvironment().status(); !s.ok()) return Fail(s);
   const std::string socket_path = absl::GetFlag(FLAGS_socket);
   if (absl::Status s = PrepareSocketPath(socket_path); !s.ok()) return Fail(s);
   absl::StatusOr<std::unique_ptr<WorkerVm>> worker = StartVm();

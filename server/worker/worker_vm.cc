@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "guests/bundled.h"
 #include "server/snapshot_file.h"
+#include "server/worker/console_mirror.h"
 #include "server/worker/read_file.h"
 #include "server/worker/witness_control.h"
 #include "vmm/describe.h"
@@ -45,16 +46,20 @@ v1::GuestReportEvent ToProto(const WitnessReport& report) {
 
 }  // namespace
 
-// The VM's only device: the witness console, plus the hook that turns a vCPU stopping with
-// an error into VM_CRASHED.
+// The VM's only device: the witness console (and its UDP mirror, when the environment asks
+// for one: console_mirror.h), plus the hook that turns a vCPU stopping with an error into
+// VM_CRASHED.
 class WorkerVm::Devices : public ExitHandler {
  public:
-  explicit Devices(WorkerVm* owner) : owner_(owner) {}
+  // worker_main checked the environment at start-up: an unusable mirror setting stopped it.
+  explicit Devices(WorkerVm* owner) : owner_(owner), mirror_(ConsoleMirrorFromEnvironment().value_or(nullptr)) {}
 
   void OnPortIo(uint32_t vcpu, uint16_t port, bool is_write, uint8_t* data, uint32_t size) override {
+    if (mirror_) mirror_->OnPortIo(port, is_write, data, size);
     owner_->console_.OnPortIo(vcpu, port, is_write, data, size);
   }
   void OnMmio(uint32_t vcpu, uint64_t gpa, bool is_write, uint8_t* data, uint32_t len) override {
+    if (mirror_) mirror_->OnMmio(gpa, is_write, data, len);
     owner_->console_.OnMmio(vcpu, gpa, is_write, data, len);
   }
   void OnVcpuStopped(uint32_t vcpu, const absl::Status& reason) override {
@@ -65,6 +70,7 @@ class WorkerVm::Devices : public ExitHandler {
 
  private:
   WorkerVm* const owner_;
+  const std::unique_ptr<ConsoleMirror> mirror_;
 };
 
 WorkerVm::WorkerVm(v1::VmConfig config, size_t event_capacity)
