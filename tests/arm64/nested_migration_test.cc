@@ -31,6 +31,7 @@
 #include "absl/time/time.h"
 #include "client/client.h"
 #include "gtest/gtest.h"
+#include "migration/link_timeouts.h"
 #include "tests/arm64/init_main.h"
 
 namespace vexstate {
@@ -129,8 +130,9 @@ class Host {
     }
   }
 
-  std::string LogTail() const {
-    std::ifstream in(dir_ + ".log");
+  // vexd's own log, or with `vm` the log of that VM's worker.
+  std::string LogTail(const std::string& vm = "") const {
+    std::ifstream in(vm.empty() ? dir_ + ".log" : absl::StrCat(dir_, "/vms/", vm, ".log"));
     std::stringstream all;
     all << in.rdbuf();
     const std::string text = all.str();
@@ -179,6 +181,9 @@ class NestedMigrationTest : public testing::Test {
     if (!nested::RunningAsInit() || access("/dev/kvm", R_OK | W_OK) != 0) return;
     setup_ = BringUpLoopback();
     if (!setup_.ok()) return;
+    // Both vexd (and their workers) run on an emulated CPU shared with a spinning guest:
+    // healthy processes can stall for seconds, longer than the default dead-link timeouts.
+    setenv(migration::kLinkScaleEnv, "10", 1);
     source_ = new Host("src", 7401);
     destination_ = new Host("dst", 7402);
     setup_ = source_->Start();
@@ -230,7 +235,8 @@ class NestedMigrationTest : public testing::Test {
         source_->client().MigrateVm(request, [&](const v1::MigrationProgress&) { ++progress_messages; });
     ASSERT_TRUE(result.ok()) << result.status() << "\n" << source_->LogTail();
     ASSERT_EQ(result->outcome(), v1::MIGRATION_COMPLETED)
-        << result->error() << "\nsource:\n" << source_->LogTail() << "\ndestination:\n" << destination_->LogTail();
+        << result->error() << "\nsource:\n" << source_->LogTail() << "\nsource worker:\n" << source_->LogTail(vm)
+        << "\ndestination:\n" << destination_->LogTail() << "\ndestination worker:\n" << destination_->LogTail(vm);
     EXPECT_EQ(result->memory_sha256().size(), 64u);
     std::printf("  migrated %s: total %llu ms, downtime %llu ms, %llu bytes, %u rounds, %d progress messages\n",
                 vm.c_str(), static_cast<unsigned long long>(result->total_ms()),
