@@ -35,6 +35,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "migration/destination.h"
+#include "migration/link_timeouts.h"
 #include "migration/packet_sink.h"
 #include "migration/tls.h"
 #include "vexstate/v1/migration.grpc.pb.h"
@@ -46,10 +47,8 @@ namespace vexstate::migration {
 inline constexpr int kMaxPacketBytes = 16 << 20;
 
 // Keepalive for every migration channel (data stream and peer RPCs): a ping every
-// kKeepaliveTime, also without calls; no answer within kKeepaliveTimeout closes the
-// connection, which fails every call on it (UNAVAILABLE).
-inline constexpr int kKeepaliveTimeMs = 1000;
-inline constexpr int kKeepaliveTimeoutMs = 2000;
+// keepalive_time, also without calls; no answer within keepalive_timeout closes the
+// connection, which fails every call on it (UNAVAILABLE). See link_timeouts.h.
 void KeepaliveChannelArgs(grpc::ChannelArguments& args);
 // The server side: accepts the pings above (without it, gRPC answers frequent pings with
 // GOAWAY "too_many_pings"), and pings its clients the same way.
@@ -102,7 +101,7 @@ struct SinkOptions {
   absl::Duration stream_timeout = absl::ZeroDuration();
   // Progress watchdog: a Write that does not
   // complete within this cancels the stream (0 = no watchdog).
-  absl::Duration write_timeout = absl::Seconds(5);
+  absl::Duration write_timeout = MigrationLinkTimeouts().write_timeout;
 };
 
 class GrpcPacketSink final : public PacketSink {

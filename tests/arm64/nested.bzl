@@ -19,6 +19,8 @@ Attributes:
   cpu:          QEMU -cpu of the emulated host: "max" (VHE, FEAT_RAS) or "cortex-a72" (neither)
   smp:          vCPUs of the emulated host
   extra_files:  files packed into the initramfs under /files/<basename>
+  extra_binaries: programs built for aarch64 (the same transition as `binary`) and packed
+                under /files/<basename>, e.g. vexd and its worker for a test that runs them
   kernel_args:  extra kernel command line of the emulated host (e.g. "kvm-arm.mode=nvhe")
 
 Tagged `nested_kvm` (filter with --test_tag_filters=-nested_kvm) and `no-sandbox`: the first
@@ -43,6 +45,9 @@ def _nested_kvm_test_impl(ctx):
     command = [harness.short_path, "--cpu", ctx.attr.cpu, "--smp", str(ctx.attr.smp)]
     for f in ctx.files.extra_files:
         command += ["--file", f.short_path]
+    extra_binaries = [t[DefaultInfo].files_to_run.executable for t in ctx.attr.extra_binaries]
+    for f in extra_binaries:
+        command += ["--file", f.short_path]
     if ctx.attr.kernel_args:
         command += ["--append", " ".join(ctx.attr.kernel_args)]
     script = ctx.actions.declare_file(ctx.label.name + ".sh")
@@ -61,7 +66,7 @@ exec {command} --timeout "$timeout" {binary} -- "$@"
             binary = _quote(binary.short_path),
         ),
     )
-    runfiles = ctx.runfiles(files = [binary] + ctx.files.extra_files)
+    runfiles = ctx.runfiles(files = [binary] + ctx.files.extra_files + extra_binaries)
     runfiles = runfiles.merge(ctx.attr._harness[DefaultInfo].default_runfiles)
     return [DefaultInfo(executable = script, runfiles = runfiles)]
 
@@ -78,6 +83,7 @@ _nested_kvm_test = rule(
         "cpu": attr.string(default = "max", values = ["max", "cortex-a72", "cortex-a57", "cortex-a53", "a64fx"]),
         "smp": attr.int(default = 1),
         "extra_files": attr.label_list(allow_files = True),
+        "extra_binaries": attr.label_list(cfg = arm64_transition),
         "kernel_args": attr.string_list(),
         "_harness": attr.label(
             default = "//tools/nested:run_nested",
@@ -88,13 +94,14 @@ _nested_kvm_test = rule(
     },
 )
 
-def nested_kvm_test(name, binary, cpu = "max", smp = 1, extra_files = [], kernel_args = [], tags = [], size = "medium", **kwargs):
+def nested_kvm_test(name, binary, cpu = "max", smp = 1, extra_files = [], extra_binaries = [], kernel_args = [], tags = [], size = "medium", **kwargs):
     _nested_kvm_test(
         name = name,
         binary = binary,
         cpu = cpu,
         smp = smp,
         extra_files = extra_files,
+        extra_binaries = extra_binaries,
         kernel_args = kernel_args,
         size = size,
         tags = tags + ["nested_kvm", "no-sandbox"],
