@@ -20,8 +20,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lab_support import (MC_ARGS, MC_STATUS, NMI_HOLD_MASK, WORKLOAD, check, exc_reports,  # noqa: E402
-                         hold_nmi_and_make_one_pending, parse_migration, release_nmi_and_expect_once,
-                         run_scenarios, vec)
+                         expect_memory_intact, hold_nmi_and_make_one_pending, last_sequence, parse_migration,
+                         paused_events, release_nmi_and_expect_once, run_scenarios, vec)
 
 MIB = 1 << 20
 
