@@ -210,6 +210,13 @@ class WitnessQemuTest(unittest.TestCase):
         w.wait_for(r"^VEX MEMCHECK cpu=0 seq=0 pages=64 bad=0 first_bad=0xffffffff$")
         # Stop the workload, break page 5's pattern, check again.
         w.control(CTL_DIRTY_PAGES_PER_SEC=0)
+        # The main loop reads the rate at each turn: once two heartbeats (10 ms) went by, the
+        # workload has stopped and cannot rewrite page 5 after we break it (a busy host may
+        # not run the guest at all between cont and the next stop).
+        beats = w.text().count(".")
+        deadline = time.monotonic() + TIMEOUT
+        while w.text().count(".") < beats + 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
         w.gdb.stop()
         w.gdb.write_u64(WORKSET + 5 * 4096, 0xDEADBEEF)
         w.gdb.cont()
