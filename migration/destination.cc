@@ -264,6 +264,7 @@ v1::FinishResponse MigrationDestination::Describe() const {
   }
   out.set_memory_sha256(ToHex(memory_sha256_));
   for (const std::string& d : degradations_) out.add_degradations(d);
+  if (state_ == State::kCommitted) out.set_resumed_unix_ns(absl::ToUnixNanos(resume_time_));
   return out;
 }
 
