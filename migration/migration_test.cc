@@ -17,6 +17,7 @@
 #include "migration/compatibility.h"
 #include "migration/data_service.h"
 #include "migration/destination.h"
+#include "migration/chunk_digest.h"
 #include "migration/memory_digest.h"
 #include "migration/source.h"
 #include "migration/tls.h"
@@ -331,7 +332,7 @@ TEST_P(LiveMigration, ExceptionTakenOnceOnDestinationAndMemoryIdentical) {
     absl::SleepFor(absl::Microseconds(200));
   }
   // Confirm: nothing of the source's memory changed since the pause.
-  EXPECT_EQ(ValueOrDie(MemorySha256(vm.memory())), result.memory_sha256);
+  EXPECT_EQ(ValueOrDie(ChunkRootSha256(vm.memory())), result.memory_sha256);
   EXPECT_EQ(result.transfer.memory_sha256(), result.memory_sha256);
   EXPECT_EQ(dest->incoming->Describe().memory_sha256(), ToHex(result.memory_sha256));
   EXPECT_EQ(dest->incoming->Describe().phase(), v1::MIGRATION_COMPLETED);
@@ -421,7 +422,7 @@ TEST_P(CorruptStream, DetectedNothingCommittedSourceTakesExceptionOnce) {
       }
     }
     if (what == Corrupt::kDigest && packet.has_digest()) {
-      (*packet.mutable_digest()->mutable_sha256())[0] ^= 0x01;
+      (*packet.mutable_digest()->mutable_chunk_root_sha256())[0] ^= 0x01;
       tampered = true;
     }
   });

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "migration/chunk_digest.h"
 #include "migration/memory_digest.h"
 #include "migration/memory_extents.h"
 
@@ -119,6 +120,10 @@ absl::Status MigrationSource::Stream(PacketSink& sink, SourceResult& result) {
   absl::StatusOr<PageBitmap> populated = PopulatedPages(memory);
   if (!populated.ok()) return populated.status();
   PageBitmap pending = std::move(*populated);
+  // Chunk hashes follow the pages from here (the same marks as the dirty log), on a thread of
+  // their own, so that at the pause point only what was written since needs hashing.
+  IncrementalChunkDigest digest(memory, pending);
+  digest.StartHashing();
   Report(v1::MIGRATION_PRECOPY, 0, result, CountPages(pending), 0);
   absl::Time last_fetch = absl::Now();
   for (uint32_t round = 0;; ++round) {
@@ -129,6 +134,8 @@ absl::Status MigrationSource::Stream(PacketSink& sink, SourceResult& result) {
     absl::StatusOr<PageBitmap> dirty = vm_->FetchDirtyPages();
     if (!dirty.ok()) return Annotate(dirty.status(), "reading the dirty log");
     pending = std::move(*dirty);
+    digest.MarkWritten(pending);
+    digest.StartHashing();
     const absl::Time now = absl::Now();
     const uint64_t remaining = CountPages(pending);
     result.dirty_pages_per_sec =
@@ -149,13 +156,15 @@ absl::Status MigrationSource::Stream(PacketSink& sink, SourceResult& result) {
   if (options_.at_pause) {
     if (absl::Status s = options_.at_pause(*vm_); !s.ok()) return Annotate(s, "at the pause point");
   }
-  // Memory no longer changes: hash it while the last pages and the state go out. The
-  // future's destructor waits for the hash, so no early return leaves it reading.
-  std::future<absl::StatusOr<std::string>> digest =
-      std::async(std::launch::async, [&memory] { return MemorySha256(memory); });
   absl::StatusOr<PageBitmap> dirty = vm_->FetchDirtyPages();
   if (!dirty.ok()) return Annotate(dirty.status(), "reading the dirty log after the pause");
   MergeInto(pending, *dirty);
+  digest.MarkWritten(*dirty);
+  // Memory no longer changes: re-hash the chunks written since their hash while the last pages
+  // and the state go out. The future's destructor waits for it (declared after `digest`, so it
+  // is destroyed first): no early return leaves it reading.
+  std::future<absl::StatusOr<std::string>> root =
+      std::async(std::launch::async, [&digest] { return digest.Root(); });
   Report(v1::MIGRATION_STOP_AND_COPY, result.precopy_rounds, result, CountPages(pending), 0);
   const uint64_t before = result.pages_sent;
   if (absl::Status s = SendPages(sink, pending, ZeroPages::kElide, result.precopy_rounds, result); !s.ok()) {
@@ -174,12 +183,13 @@ absl::Status MigrationSource::Stream(PacketSink& sink, SourceResult& result) {
     if (absl::Status s = sink.Send(packet); !s.ok()) return Annotate(s, "sending the final state");
     result.final_state_time = absl::Now();
   }
-  absl::StatusOr<std::string> sha256 = digest.get();
+  absl::StatusOr<std::string> sha256 = root.get();
   if (!sha256.ok()) return sha256.status();
   result.memory_sha256 = std::move(*sha256);
   {
     v1::MigrationPacket packet;
-    packet.mutable_digest()->set_sha256(result.memory_sha256);
+    packet.mutable_digest()->set_chunk_root_sha256(result.memory_sha256);
+    packet.mutable_digest()->set_chunk_bytes(digest.chunk_bytes());
     packet.mutable_digest()->set_memory_bytes(memory.size());
     result.bytes_sent += packet.ByteSizeLong();
     if (absl::Status s = sink.Send(packet); !s.ok()) return Annotate(s, "sending the digest");

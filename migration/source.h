@@ -10,7 +10,8 @@
 //   the last dirty pages
 //   final_state = Vm::Capture(with_memory = false): VM devices, every vCPU's registers and
 //     exception state (the destination restores the exception state last)
-//   digest = SHA-256 of all RAM at the pause point
+//   digest = the chunked SHA-256 of all RAM at the pause point (migration/chunk_digest.h:
+//     chunk hashes kept current during pre-copy, only chunks written since re-hashed)
 // then waits for the destination's verdict (PacketSink::Finish) and checks the digest it
 // reports against its own. Pre-copy stops when the pages still dirty would move within
 // max_downtime at the bandwidth measured so far (bytes sent / time spent encoding and
@@ -94,7 +95,7 @@ struct SourceResult {
   uint64_t final_pages = 0;     // pages sent after the pause
   double bandwidth_bytes_per_sec = 0;
   uint64_t dirty_pages_per_sec = 0;  // the last measured rate
-  std::string memory_sha256;         // raw 32 bytes at the pause point ("" if not reached)
+  std::string memory_sha256;         // raw 32-byte chunk root at the pause point ("" if not reached)
   v1::TransferResult transfer;       // the destination's answer (on success)
 
   absl::Duration total() const { return end_time - start_time; }
