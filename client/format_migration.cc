@@ -65,6 +65,7 @@ std::string FormatMigrationProgressBar(const v1::MigrationProgress& progress) {
 std::string FormatAfterPause(const v1::MigrationTimings& t) {
   if (t.pause_unix_ns() == 0) return "";
   const std::pair<const char*, int64_t> steps[] = {
+      {"paused", t.paused_unix_ns()},
       {"state sent", t.final_state_sent_unix_ns()},         {"digest sent", t.digest_sent_unix_ns()},
       {"verified", t.verified_unix_ns()},                   {"commit journalled", t.commit_journaled_unix_ns()},
       {"destination resumed", t.destination_resumed_unix_ns()}, {"finished", t.finished_unix_ns()},

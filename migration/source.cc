@@ -153,6 +153,7 @@ absl::Status MigrationSource::Stream(PacketSink& sink, SourceResult& result) {
   result.paused_by_source = !vm_->paused();
   result.pause_time = absl::Now();
   if (absl::Status s = vm_->Pause(); !s.ok()) return Annotate(s, "pausing the VM");
+  result.paused_time = absl::Now();
   if (options_.at_pause) {
     if (absl::Status s = options_.at_pause(*vm_); !s.ok()) return Annotate(s, "at the pause point");
   }

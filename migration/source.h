@@ -85,6 +85,7 @@ struct SourceResult {
   // When Run paused the VM (or reached that point, if the VM was paused already): the
   // downtime starts here. InfinitePast if Run never got there.
   absl::Time pause_time = absl::InfinitePast();
+  absl::Time paused_time = absl::InfinitePast();       // every vCPU out of KVM_RUN
   absl::Time final_state_time = absl::InfinitePast();  // final state handed to the sink
   absl::Time digest_time = absl::InfinitePast();       // digest handed to the sink
   absl::Time verified_time = absl::InfinitePast();     // the destination's verdict arrived

@@ -31,7 +31,7 @@ PAGE = 4096
 MIB_PAGES = 1 << 20 >> 12
 FIRST_TOUCH_S_PER_PAGE = 0.0004  # measured ~350 us, with margin
 
-STEPS = [("final_state_sent_unix_ns", "state sent"), ("digest_sent_unix_ns", "digest sent"),
+STEPS = [("paused_unix_ns", "paused"), ("final_state_sent_unix_ns", "state sent"), ("digest_sent_unix_ns", "digest sent"),
          ("verified_unix_ns", "verified"), ("commit_journaled_unix_ns", "journalled"),
          ("destination_resumed_unix_ns", "dest resumed"), ("finished_unix_ns", "finished")]
 

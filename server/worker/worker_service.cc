@@ -174,6 +174,7 @@ grpc::Status WorkerService::MigrateOut(grpc::ServerContext* context, const v1::M
   auto unix_ns = [](absl::Time t) { return t == absl::InfinitePast() ? 0 : absl::ToUnixNanos(t); };
   timings.set_source_last_heartbeat_unix_ns(worker_->Info().last_heartbeat_unix_ns());
   timings.set_pause_unix_ns(unix_ns(result.pause_time));
+  timings.set_paused_unix_ns(unix_ns(result.paused_time));
   timings.set_final_state_sent_unix_ns(unix_ns(result.final_state_time));
   timings.set_digest_sent_unix_ns(unix_ns(result.digest_time));
   timings.set_verified_unix_ns(unix_ns(result.verified_time));
