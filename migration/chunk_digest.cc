@@ -143,6 +143,11 @@ void IncrementalChunkDigest::StartHashing() {
   pass_ = std::async(std::launch::async, [this, stamp] { return HashStale(stamp); });
 }
 
+void IncrementalChunkDigest::KeepUp() {
+  WaitForPass();
+  StartHashing();
+}
+
 absl::StatusOr<std::string> IncrementalChunkDigest::Root() {
   WaitForPass();
   const uint64_t stamp = stamp_++;

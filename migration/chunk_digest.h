@@ -63,6 +63,10 @@ class IncrementalChunkDigest {
   // Hashes the stale chunks in the background, unless a hash pass is still running (the next
   // call catches up).
   void StartHashing();
+  // Like StartHashing, but first waits for a running pass: the stale backlog then never grows
+  // beyond what was marked during one pass, so Root() has little left to do even when the
+  // hashing thread gets less CPU than the writer (2 cores here, shared with the guests).
+  void KeepUp();
   // Memory is final: waits for the background pass, hashes what is stale, returns the 32-byte
   // root. INTERNAL only if OpenSSL fails.
   absl::StatusOr<std::string> Root();

@@ -132,7 +132,7 @@ absl::Status MigrationDestination::ConsumeLocked(const v1::MigrationPacket& pack
       for (const v1::PageRun& run : packet.pages().runs()) {
         chunk_digest_->MarkWritten((run.gpa() - vm_->memory().base_gpa()) / kPageSize, run.count());
       }
-      chunk_digest_->StartHashing();
+      chunk_digest_->KeepUp();
       return absl::OkStatus();
     case v1::MigrationPacket::kFinalState: {
       if (state_ != State::kReceiving) return absl::FailedPreconditionError("a second final state");

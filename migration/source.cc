@@ -135,7 +135,7 @@ absl::Status MigrationSource::Stream(PacketSink& sink, SourceResult& result) {
     if (!dirty.ok()) return Annotate(dirty.status(), "reading the dirty log");
     pending = std::move(*dirty);
     digest.MarkWritten(pending);
-    digest.StartHashing();
+    digest.KeepUp();
     const absl::Time now = absl::Now();
     const uint64_t remaining = CountPages(pending);
     result.dirty_pages_per_sec =
