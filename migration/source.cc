@@ -18,6 +18,9 @@ absl::Status Annotate(const absl::Status& status, const std::string& where) {
   return absl::Status(status.code(), absl::StrFormat("%s: %s", where, status.message()));
 }
 
+// Below this expected downtime another pre-copy round is not worth its time.
+constexpr absl::Duration kSmallDowntime = absl::Milliseconds(2);
+
 }  // namespace
 
 void ApplyRequest(const v1::MigrateVmRequest& request, SourceOptions& options) {
@@ -126,6 +129,7 @@ absl::Status MigrationSource::Stream(PacketSink& sink, SourceResult& result) {
   digest.StartHashing();
   Report(v1::MIGRATION_PRECOPY, 0, result, CountPages(pending), 0);
   absl::Time last_fetch = absl::Now();
+  uint64_t previous_remaining = CountPages(pending);
   for (uint32_t round = 0;; ++round) {
     if (absl::Status s = SendPages(sink, pending, ZeroPages::kElide, round, result); !s.ok()) {
       return Annotate(s, absl::StrFormat("pre-copy round %u", round));
@@ -144,7 +148,12 @@ absl::Status MigrationSource::Stream(PacketSink& sink, SourceResult& result) {
     const double bandwidth = std::max(result.bandwidth_bytes_per_sec, 1.0);
     const absl::Duration expected = absl::Seconds(static_cast<double>(remaining * kPageSize) / bandwidth);
     Report(v1::MIGRATION_PRECOPY, round, result, remaining, absl::ToInt64Milliseconds(expected));
-    if (expected <= options_.max_downtime || result.precopy_rounds >= options_.max_rounds) break;
+    if (result.precopy_rounds >= options_.max_rounds) break;
+    // max_downtime is a bound, not a goal: while a round still shrinks what is left by a
+    // quarter, another (shorter) round costs less than sending it with the guest paused.
+    const bool converging = remaining * 4 <= previous_remaining * 3;
+    previous_remaining = remaining;
+    if (expected <= options_.max_downtime && (!converging || expected <= kSmallDowntime)) break;
     if (absl::Status s = CheckCancelled(); !s.ok()) return s;
   }
 

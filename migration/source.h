@@ -15,7 +15,8 @@
 // then waits for the destination's verdict (PacketSink::Finish) and checks the digest it
 // reports against its own. Pre-copy stops when the pages still dirty would move within
 // max_downtime at the bandwidth measured so far (bytes sent / time spent encoding and
-// sending), or after max_rounds rounds. A VM that is already paused when Run starts is
+// sending) and a further round would not shrink them by a quarter (or they would move within
+// 2 ms), or after max_rounds rounds. A VM that is already paused when Run starts is
 // migrated the same way (its rounds after round 0 find nothing dirty) and is never resumed
 // by Run.
 //
