@@ -19,6 +19,8 @@
 #include "migration/destination.h"
 #include "migration/chunk_digest.h"
 #include "migration/memory_digest.h"
+#include "migration/memory_extents.h"
+#include "migration/page_codec.h"
 #include "migration/source.h"
 #include "migration/tls.h"
 #include "tests/testing/witness_vm.h"
@@ -462,6 +464,67 @@ INSTANTIATE_TEST_SUITE_P(Tampered, CorruptStream, ::testing::Values(Corrupt::kPa
                          [](const auto& info) {
                            return info.param == Corrupt::kDigest ? "Digest" : "PageRunAfterPause";
                          });
+
+// An older source sends MemoryDigest.sha256 (one SHA-256 over all of RAM) instead of the chunk
+// root: the destination still verifies it, by hashing all of its memory; a wrong one is
+// DATA_LOSS and nothing can commit. The stream is fed by hand from a paused witness.
+void FeedAsOlderSource(Vm& vm, MigrationDestination& incoming, const std::string& id, bool corrupt_digest) {
+  v1::TransferHello hello;
+  hello.set_migration_id(id);
+  hello.set_token(incoming.token());
+  ASSERT_OK(incoming.Authenticate(hello));
+  v1::MigrationPacket pages;
+  RunSink runs{[&pages] { return pages.mutable_pages()->add_runs(); },
+               [](v1::PageRun&) { return absl::OkStatus(); }};
+  ASSERT_OK(EncodePages(vm.memory(), ValueOrDie(PopulatedPages(vm.memory())), ZeroPages::kSkip, runs));
+  ASSERT_OK(incoming.Consume(pages));
+  v1::MigrationPacket state;
+  *state.mutable_final_state() = ValueOrDie(vm.Capture(/*with_memory=*/false));
+  ASSERT_OK(incoming.Consume(state));
+  v1::MigrationPacket digest;
+  digest.mutable_digest()->set_sha256(ValueOrDie(MemorySha256(vm.memory())));
+  digest.mutable_digest()->set_memory_bytes(vm.memory().size());
+  if (corrupt_digest) (*digest.mutable_digest()->mutable_sha256())[31] ^= 0x80;
+  absl::Status consumed = incoming.Consume(digest);
+  if (corrupt_digest) {
+    EXPECT_EQ(consumed.code(), absl::StatusCode::kDataLoss) << consumed;
+    EXPECT_THAT(std::string(consumed.message()), HasSubstr("memory SHA-256"));
+  } else {
+    ASSERT_OK(consumed);
+  }
+}
+
+TEST(OlderSource, WholeRamDigestIsVerifiedAndTheGuestTakesTheExceptionOnce) {
+  WitnessOptions witness;
+  witness.memory_bytes = 16ull << 20;
+  witness.heartbeat_ms = 1;
+  auto source = ValueOrDie(WitnessVm::Boot(witness));
+  Vm& vm = source->vm();
+  ASSERT_OK(vm.Pause());
+  ASSERT_OK(vm.InjectMachineCheck(McInBank(3)));
+  auto dest = ValueOrDie(Prepare(ValueOrDie(RequirementsOf(vm)), ThisHost(), false, "older-1"));
+  FeedAsOlderSource(vm, *dest->incoming, "older-1", /*corrupt_digest=*/false);
+  v1::TransferResult transfer = ValueOrDie(dest->incoming->EndTransfer());
+  EXPECT_EQ(transfer.memory_sha256(), ValueOrDie(MemorySha256(vm.memory())));
+  ASSERT_OK(dest->incoming->Commit());
+  ExpectBank3MachineCheck(*dest->console);
+  EXPECT_THAT(source->console().Find("EXC"), IsEmpty());
+}
+
+TEST(OlderSource, WrongWholeRamDigestIsDataLossAndNothingCommits) {
+  WitnessOptions witness;
+  witness.memory_bytes = 16ull << 20;
+  auto source = ValueOrDie(WitnessVm::Boot(witness));
+  Vm& vm = source->vm();
+  ASSERT_OK(vm.Pause());
+  ASSERT_OK(vm.InjectMachineCheck(McInBank(3)));
+  auto dest = ValueOrDie(Prepare(ValueOrDie(RequirementsOf(vm)), ThisHost(), false, "older-2"));
+  FeedAsOlderSource(vm, *dest->incoming, "older-2", /*corrupt_digest=*/true);
+  EXPECT_EQ(dest->incoming->EndTransfer().status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(dest->incoming->Commit().code(), absl::StatusCode::kFailedPrecondition);
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_THAT(dest->console->Reports(), IsEmpty()) << "the destination never ran";
+}
 
 // ------------------------------------------------------------------------------ (c) tokens
 
