@@ -494,14 +494,19 @@ void FeedAsOlderSource(Vm& vm, MigrationDestination& incoming, const std::string
   }
 }
 
-TEST(OlderSource, WholeRamDigestIsVerifiedAndTheGuestTakesTheExceptionOnce) {
+// A small paused witness holding a pending #MC in bank 3.
+std::unique_ptr<WitnessVm> PausedWithMachineCheck() {
   WitnessOptions witness;
   witness.memory_bytes = 16ull << 20;
-  witness.heartbeat_ms = 1;
   auto source = ValueOrDie(WitnessVm::Boot(witness));
+  EXPECT_TRUE(source->vm().Pause().ok());
+  EXPECT_TRUE(source->vm().InjectMachineCheck(McInBank(3)).ok());
+  return source;
+}
+
+TEST(OlderSource, WholeRamDigestIsVerifiedAndTheGuestTakesTheExceptionOnce) {
+  auto source = PausedWithMachineCheck();
   Vm& vm = source->vm();
-  ASSERT_OK(vm.Pause());
-  ASSERT_OK(vm.InjectMachineCheck(McInBank(3)));
   auto dest = ValueOrDie(Prepare(ValueOrDie(RequirementsOf(vm)), ThisHost(), false, "older-1"));
   FeedAsOlderSource(vm, *dest->incoming, "older-1", /*corrupt_digest=*/false);
   v1::TransferResult transfer = ValueOrDie(dest->incoming->EndTransfer());
@@ -512,12 +517,8 @@ TEST(OlderSource, WholeRamDigestIsVerifiedAndTheGuestTakesTheExceptionOnce) {
 }
 
 TEST(OlderSource, WrongWholeRamDigestIsDataLossAndNothingCommits) {
-  WitnessOptions witness;
-  witness.memory_bytes = 16ull << 20;
-  auto source = ValueOrDie(WitnessVm::Boot(witness));
+  auto source = PausedWithMachineCheck();
   Vm& vm = source->vm();
-  ASSERT_OK(vm.Pause());
-  ASSERT_OK(vm.InjectMachineCheck(McInBank(3)));
   auto dest = ValueOrDie(Prepare(ValueOrDie(RequirementsOf(vm)), ThisHost(), false, "older-2"));
   FeedAsOlderSource(vm, *dest->incoming, "older-2", /*corrupt_digest=*/true);
   EXPECT_EQ(dest->incoming->EndTransfer().status().code(), absl::StatusCode::kDataLoss);
