@@ -1,6 +1,7 @@
 #include "client/format_migration.h"
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -60,6 +61,22 @@ std::string FormatMigrationProgressBar(const v1::MigrationProgress& progress) {
                       FormatMigrationProgress(progress));
 }
 
+// "state sent 3.1 ms, verified 9.0 ms, ..." after the pause (empty without timings).
+std::string FormatAfterPause(const v1::MigrationTimings& t) {
+  if (t.pause_unix_ns() == 0) return "";
+  const std::pair<const char*, int64_t> steps[] = {
+      {"paused", t.paused_unix_ns()},
+      {"state sent", t.final_state_sent_unix_ns()},         {"digest sent", t.digest_sent_unix_ns()},
+      {"verified", t.verified_unix_ns()},                   {"commit journalled", t.commit_journaled_unix_ns()},
+      {"destination resumed", t.destination_resumed_unix_ns()}, {"finished", t.finished_unix_ns()},
+  };
+  std::vector<std::string> parts;
+  for (const auto& [name, ns] : steps) {
+    if (ns != 0) parts.push_back(absl::StrFormat("%s %.1f ms", name, (ns - t.pause_unix_ns()) / 1e6));
+  }
+  return absl::StrJoin(parts, ", ");
+}
+
 std::string FormatMigrationResult(const v1::MigrationResult& result) {
   std::vector<std::vector<std::string>> rows = {
       {"outcome", MigrationPhaseName(result.outcome())},
@@ -69,6 +86,7 @@ std::string FormatMigrationResult(const v1::MigrationResult& result) {
       {"sent", FormatSize(result.bytes_sent())},
       {"rounds", absl::StrCat(result.rounds())},
   };
+  if (std::string steps = FormatAfterPause(result.timings()); !steps.empty()) rows.push_back({"after pause", steps});
   if (result.degradations().empty()) rows.push_back({"degraded", "nothing"});
   for (const std::string& degradation : result.degradations()) rows.push_back({"degraded", degradation});
   rows.push_back({"memory sha256", result.memory_sha256().empty() ? "-" : result.memory_sha256()});

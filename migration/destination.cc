@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "migration/chunk_digest.h"
 #include "migration/memory_digest.h"
 #include "migration/page_codec.h"
 #include "migration/token.h"
@@ -59,12 +60,15 @@ absl::StatusOr<std::unique_ptr<MigrationDestination>> MigrationDestination::Crea
   absl::StatusOr<std::unique_ptr<Vm>> vm = Vm::CreateIncoming(options.config, devices);
   if (!vm.ok()) return vm.status();
   if (options.prefault_memory) Prefault((*vm)->memory());
+  // Fresh memory is all holes: every chunk starts as zeros; applied runs mark theirs.
+  auto chunk_digest = std::make_unique<IncrementalChunkDigest>((*vm)->memory(), PageBitmap());
   return std::unique_ptr<MigrationDestination>(
-      new MigrationDestination(std::move(options), std::move(*vm), std::move(*token)));
+      new MigrationDestination(std::move(options), std::move(*vm), std::move(*token), std::move(chunk_digest)));
 }
 
-MigrationDestination::MigrationDestination(DestinationOptions options, std::unique_ptr<Vm> vm, std::string token)
-    : options_(std::move(options)), token_(std::move(token)), vm_(std::move(vm)) {}
+MigrationDestination::MigrationDestination(DestinationOptions options, std::unique_ptr<Vm> vm, std::string token,
+                                           std::unique_ptr<IncrementalChunkDigest> chunk_digest)
+    : options_(std::move(options)), token_(std::move(token)), vm_(std::move(vm)), chunk_digest_(std::move(chunk_digest)) {}
 
 MigrationDestination::~MigrationDestination() = default;
 
@@ -124,7 +128,12 @@ absl::Status MigrationDestination::ConsumeLocked(const v1::MigrationPacket& pack
         return absl::FailedPreconditionError(
             absl::StrFormat("page batch of round %u after the final state", packet.pages().round()));
       }
-      return ApplyRuns(packet.pages().runs(), vm_->memory(), &pages_received_);
+      if (absl::Status s = ApplyRuns(packet.pages().runs(), vm_->memory(), &pages_received_); !s.ok()) return s;
+      for (const v1::PageRun& run : packet.pages().runs()) {
+        chunk_digest_->MarkWritten((run.gpa() - vm_->memory().base_gpa()) / kPageSize, run.count());
+      }
+      chunk_digest_->KeepUp();
+      return absl::OkStatus();
     case v1::MigrationPacket::kFinalState: {
       if (state_ != State::kReceiving) return absl::FailedPreconditionError("a second final state");
       const v1::Snapshot& state = packet.final_state();
@@ -137,12 +146,18 @@ absl::Status MigrationDestination::ConsumeLocked(const v1::MigrationPacket& pack
       if (absl::Status s = vm_->CheckRestorableHere(state, options_.policy, &report); !s.ok()) {
         return absl::Status(s.code(), absl::StrFormat("final state cannot be restored here: %s", s.message()));
       }
-      final_state_ = state;
-      degradations_ = std::move(report.degradations);
+      // No page may follow the final state, so memory is final: finish the chunk hashes while
+      // the digest is on its way (the source sends it once its own hashes are done), and
+      // restore the state into the VM now, so that Commit only has to resume it. Restored or
+      // not, the VM never runs before Commit (which needs the digest verified), and Discard
+      // destroys it.
+      digest_ = std::async(std::launch::async, [digest = chunk_digest_.get()] { return digest->Root(); });
+      RestoreReport restored;
+      if (absl::Status s = vm_->RestoreState(state, options_.policy, &restored); !s.ok()) {
+        return absl::Status(s.code(), absl::StrFormat("restoring the final state: %s", s.message()));
+      }
+      degradations_ = std::move(restored.degradations);
       state_ = State::kStateReceived;
-      // No page may follow the final state, so memory is final: hash it while the digest is
-      // on its way (the source sends it once its own hash is done).
-      digest_ = std::async(std::launch::async, [vm = vm_.get()] { return MemorySha256(vm->memory()); });
       return absl::OkStatus();
     }
     case v1::MigrationPacket::kDigest:
@@ -163,11 +178,23 @@ absl::Status MigrationDestination::CheckDigest(const v1::MemoryDigest& digest) {
     return absl::DataLossError(absl::StrFormat("the source hashed %u bytes of memory; this VM has %u",
                                                digest.memory_bytes(), vm_->memory().size()));
   }
+  // Ours is the chunk root at kDigestChunkBytes; a source that hashed otherwise (all of RAM
+  // at once, or other chunks) is checked by hashing all of memory its way: slower, as sure.
   absl::StatusOr<std::string> mine = digest_.get();
   if (!mine.ok()) return mine.status();
-  if (*mine != digest.sha256()) {
-    return absl::DataLossError(absl::StrFormat("memory SHA-256 %s here differs from the source's %s at its pause point",
-                                               ToHex(*mine), ToHex(digest.sha256())));
+  std::string theirs = digest.chunk_root_sha256();
+  const char* kind = "chunked memory SHA-256";
+  if (theirs.empty()) {
+    theirs = digest.sha256();
+    kind = "memory SHA-256";
+    mine = MemorySha256(vm_->memory());
+  } else if (digest.chunk_bytes() != chunk_digest_->chunk_bytes()) {
+    mine = ChunkRootSha256(vm_->memory(), digest.chunk_bytes());
+  }
+  if (!mine.ok()) return mine.status();
+  if (*mine != theirs) {
+    return absl::DataLossError(absl::StrFormat("%s %s here differs from the source's %s at its pause point", kind,
+                                               ToHex(*mine), ToHex(theirs)));
   }
   memory_sha256_ = std::move(*mine);
   return absl::OkStatus();
@@ -202,13 +229,9 @@ absl::Status MigrationDestination::Commit() {
     return absl::FailedPreconditionError(absl::StrFormat("migration \"%s\" cannot commit: it is %s, not verified%s",
                                                          options_.migration_id, StateName(state_), why));
   }
-  RestoreReport report;
-  if (absl::Status s = vm_->RestoreState(final_state_, options_.policy, &report); !s.ok()) {
-    return Fail(absl::Status(s.code(), absl::StrFormat("restoring the final state: %s", s.message())));
-  }
+  // The final state was restored when it arrived: only the vCPUs' go is left.
   if (absl::Status s = vm_->Resume(); !s.ok()) return Fail(s);
   resume_time_ = absl::Now();
-  degradations_ = std::move(report.degradations);
   state_ = State::kCommitted;
   return absl::OkStatus();
 }
@@ -220,6 +243,7 @@ absl::Status MigrationDestination::Discard() {
         "migration \"%s\" is committed: the VM runs here and cannot be discarded", options_.migration_id));
   }
   if (digest_.valid()) digest_.wait();  // it reads the VM's memory
+  chunk_digest_.reset();                // likewise (its destructor waits for its hashing)
   vm_.reset();                          // never ran: nothing of it reached a guest
   if (state_ != State::kFailed) state_ = State::kDiscarded;
   return absl::OkStatus();
@@ -264,6 +288,7 @@ v1::FinishResponse MigrationDestination::Describe() const {
   }
   out.set_memory_sha256(ToHex(memory_sha256_));
   for (const std::string& d : degradations_) out.add_degradations(d);
+  if (state_ == State::kCommitted) out.set_resumed_unix_ns(absl::ToUnixNanos(resume_time_));
   return out;
 }
 

@@ -9,14 +9,17 @@
 //                        hello changes nothing.
 //   Consume(packet)      pages: verified (CRC32C, shape), then written into the VM's memory;
 //                        final_state: checked with Vm::CheckRestorableHere under the policy (MCE
-//                        banks, SError syndrome, payload...) and kept; digest: SHA-256 of
-//                        the VM's memory must equal the source's, else DATA_LOSS.
+//                        banks, SError syndrome, payload...) and restored into the (parked) VM
+//                        right away; digest: the chunked SHA-256 of the VM's memory (kept
+//                        current as runs are applied: migration/chunk_digest.h) must equal
+//                        the source's, else DATA_LOSS. A source's whole-RAM SHA-256 (older
+//                        sources) is checked by hashing all of memory.
 //   EndTransfer()        the stream ended: OK with the TransferResult only if all of the above
 //                        arrived in order and verified.
 // Any error after authentication (bad packet, order, incomplete stream, Abort) marks the
 // migration failed for good: the VM never runs, Commit refuses, the reason is kept (status()).
-// Commit() restores the kept final state (registers, then exception state last) and resumes
-// the VM — only after a complete verified transfer, otherwise FAILED_PRECONDITION. Discard()
+// Commit() resumes the VM, whose final state (registers, then exception state last) was
+// restored on arrival — only after a complete verified transfer, otherwise FAILED_PRECONDITION. Discard()
 // destroys the VM (never run). Commit and Discard are each final; a second call returns the
 // outcome of the first (idempotent, for a repeated Finish).
 //
@@ -38,6 +41,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "migration/chunk_digest.h"
 #include "vexstate/v1/migration.pb.h"
 #include "vmm/exit_handler.h"
 #include "vmm/vm.h"
@@ -101,7 +105,8 @@ class MigrationDestination {
   std::unique_ptr<Vm> ReleaseVm();
 
  private:
-  MigrationDestination(DestinationOptions options, std::unique_ptr<Vm> vm, std::string token);
+  MigrationDestination(DestinationOptions options, std::unique_ptr<Vm> vm, std::string token,
+                       std::unique_ptr<IncrementalChunkDigest> chunk_digest);
   // Records the failure (first one wins) and returns it.
   absl::Status Fail(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ConsumeLocked(const v1::MigrationPacket& packet) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -114,13 +119,16 @@ class MigrationDestination {
   State state_ ABSL_GUARDED_BY(mu_) = State::kAwaitingHello;
   bool token_used_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
-  v1::Snapshot final_state_ ABSL_GUARDED_BY(mu_);
+
   std::vector<std::string> degradations_ ABSL_GUARDED_BY(mu_);
   std::string memory_sha256_ ABSL_GUARDED_BY(mu_);
   uint64_t pages_received_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time resume_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  // SHA-256 of memory, started when the final state arrived. Declared after vm_ so that it is
-  // destroyed first (its destructor waits for the hash, which reads vm_'s memory).
+  // Chunk hashes of the VM's memory, following the applied runs (migration/chunk_digest.h).
+  // Declared after vm_ so that it is destroyed first (its hashing reads vm_'s memory).
+  std::unique_ptr<IncrementalChunkDigest> chunk_digest_ ABSL_GUARDED_BY(mu_);
+  // The chunk root, started when the final state arrived; destroyed first (it reads
+  // chunk_digest_).
   std::future<absl::StatusOr<std::string>> digest_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -17,7 +17,10 @@
 #include "migration/compatibility.h"
 #include "migration/data_service.h"
 #include "migration/destination.h"
+#include "migration/chunk_digest.h"
 #include "migration/memory_digest.h"
+#include "migration/memory_extents.h"
+#include "migration/page_codec.h"
 #include "migration/source.h"
 #include "migration/tls.h"
 #include "tests/testing/witness_vm.h"
@@ -331,7 +334,7 @@ TEST_P(LiveMigration, ExceptionTakenOnceOnDestinationAndMemoryIdentical) {
     absl::SleepFor(absl::Microseconds(200));
   }
   // Confirm: nothing of the source's memory changed since the pause.
-  EXPECT_EQ(ValueOrDie(MemorySha256(vm.memory())), result.memory_sha256);
+  EXPECT_EQ(ValueOrDie(ChunkRootSha256(vm.memory())), result.memory_sha256);
   EXPECT_EQ(result.transfer.memory_sha256(), result.memory_sha256);
   EXPECT_EQ(dest->incoming->Describe().memory_sha256(), ToHex(result.memory_sha256));
   EXPECT_EQ(dest->incoming->Describe().phase(), v1::MIGRATION_COMPLETED);
@@ -421,7 +424,7 @@ TEST_P(CorruptStream, DetectedNothingCommittedSourceTakesExceptionOnce) {
       }
     }
     if (what == Corrupt::kDigest && packet.has_digest()) {
-      (*packet.mutable_digest()->mutable_sha256())[0] ^= 0x01;
+      (*packet.mutable_digest()->mutable_chunk_root_sha256())[0] ^= 0x01;
       tampered = true;
     }
   });
@@ -461,6 +464,68 @@ INSTANTIATE_TEST_SUITE_P(Tampered, CorruptStream, ::testing::Values(Corrupt::kPa
                          [](const auto& info) {
                            return info.param == Corrupt::kDigest ? "Digest" : "PageRunAfterPause";
                          });
+
+// An older source sends MemoryDigest.sha256 (one SHA-256 over all of RAM) instead of the chunk
+// root: the destination still verifies it, by hashing all of its memory; a wrong one is
+// DATA_LOSS and nothing can commit. The stream is fed by hand from a paused witness.
+void FeedAsOlderSource(Vm& vm, MigrationDestination& incoming, const std::string& id, bool corrupt_digest) {
+  v1::TransferHello hello;
+  hello.set_migration_id(id);
+  hello.set_token(incoming.token());
+  ASSERT_OK(incoming.Authenticate(hello));
+  v1::MigrationPacket pages;
+  RunSink runs{[&pages] { return pages.mutable_pages()->add_runs(); },
+               [](v1::PageRun&) { return absl::OkStatus(); }};
+  ASSERT_OK(EncodePages(vm.memory(), ValueOrDie(PopulatedPages(vm.memory())), ZeroPages::kSkip, runs));
+  ASSERT_OK(incoming.Consume(pages));
+  v1::MigrationPacket state;
+  *state.mutable_final_state() = ValueOrDie(vm.Capture(/*with_memory=*/false));
+  ASSERT_OK(incoming.Consume(state));
+  v1::MigrationPacket digest;
+  digest.mutable_digest()->set_sha256(ValueOrDie(MemorySha256(vm.memory())));
+  digest.mutable_digest()->set_memory_bytes(vm.memory().size());
+  if (corrupt_digest) (*digest.mutable_digest()->mutable_sha256())[31] ^= 0x80;
+  absl::Status consumed = incoming.Consume(digest);
+  if (corrupt_digest) {
+    EXPECT_EQ(consumed.code(), absl::StatusCode::kDataLoss) << consumed;
+    EXPECT_THAT(std::string(consumed.message()), HasSubstr("memory SHA-256"));
+  } else {
+    ASSERT_OK(consumed);
+  }
+}
+
+// A small paused witness holding a pending #MC in bank 3.
+std::unique_ptr<WitnessVm> PausedWithMachineCheck() {
+  WitnessOptions witness;
+  witness.memory_bytes = 16ull << 20;
+  auto source = ValueOrDie(WitnessVm::Boot(witness));
+  EXPECT_TRUE(source->vm().Pause().ok());
+  EXPECT_TRUE(source->vm().InjectMachineCheck(McInBank(3)).ok());
+  return source;
+}
+
+TEST(OlderSource, WholeRamDigestIsVerifiedAndTheGuestTakesTheExceptionOnce) {
+  auto source = PausedWithMachineCheck();
+  Vm& vm = source->vm();
+  auto dest = ValueOrDie(Prepare(ValueOrDie(RequirementsOf(vm)), ThisHost(), false, "older-1"));
+  FeedAsOlderSource(vm, *dest->incoming, "older-1", /*corrupt_digest=*/false);
+  v1::TransferResult transfer = ValueOrDie(dest->incoming->EndTransfer());
+  EXPECT_EQ(transfer.memory_sha256(), ValueOrDie(MemorySha256(vm.memory())));
+  ASSERT_OK(dest->incoming->Commit());
+  ExpectBank3MachineCheck(*dest->console);
+  EXPECT_THAT(source->console().Find("EXC"), IsEmpty());
+}
+
+TEST(OlderSource, WrongWholeRamDigestIsDataLossAndNothingCommits) {
+  auto source = PausedWithMachineCheck();
+  Vm& vm = source->vm();
+  auto dest = ValueOrDie(Prepare(ValueOrDie(RequirementsOf(vm)), ThisHost(), false, "older-2"));
+  FeedAsOlderSource(vm, *dest->incoming, "older-2", /*corrupt_digest=*/true);
+  EXPECT_EQ(dest->incoming->EndTransfer().status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(dest->incoming->Commit().code(), absl::StatusCode::kFailedPrecondition);
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_THAT(dest->console->Reports(), IsEmpty()) << "the destination never ran";
+}
 
 // ------------------------------------------------------------------------------ (c) tokens
 

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "migration/chunk_digest.h"
 #include "migration/memory_digest.h"
 #include "migration/memory_extents.h"
 
@@ -16,6 +17,9 @@ absl::Status Annotate(const absl::Status& status, const std::string& where) {
   if (status.ok()) return status;
   return absl::Status(status.code(), absl::StrFormat("%s: %s", where, status.message()));
 }
+
+// Below this expected downtime another pre-copy round is not worth its time.
+constexpr absl::Duration kSmallDowntime = absl::Milliseconds(2);
 
 }  // namespace
 
@@ -119,8 +123,13 @@ absl::Status MigrationSource::Stream(PacketSink& sink, SourceResult& result) {
   absl::StatusOr<PageBitmap> populated = PopulatedPages(memory);
   if (!populated.ok()) return populated.status();
   PageBitmap pending = std::move(*populated);
+  // Chunk hashes follow the pages from here (the same marks as the dirty log), on a thread of
+  // their own, so that at the pause point only what was written since needs hashing.
+  IncrementalChunkDigest digest(memory, pending);
+  digest.StartHashing();
   Report(v1::MIGRATION_PRECOPY, 0, result, CountPages(pending), 0);
   absl::Time last_fetch = absl::Now();
+  uint64_t previous_remaining = CountPages(pending);
   for (uint32_t round = 0;; ++round) {
     if (absl::Status s = SendPages(sink, pending, ZeroPages::kElide, round, result); !s.ok()) {
       return Annotate(s, absl::StrFormat("pre-copy round %u", round));
@@ -129,6 +138,8 @@ absl::Status MigrationSource::Stream(PacketSink& sink, SourceResult& result) {
     absl::StatusOr<PageBitmap> dirty = vm_->FetchDirtyPages();
     if (!dirty.ok()) return Annotate(dirty.status(), "reading the dirty log");
     pending = std::move(*dirty);
+    digest.MarkWritten(pending);
+    digest.KeepUp();
     const absl::Time now = absl::Now();
     const uint64_t remaining = CountPages(pending);
     result.dirty_pages_per_sec =
@@ -137,7 +148,12 @@ absl::Status MigrationSource::Stream(PacketSink& sink, SourceResult& result) {
     const double bandwidth = std::max(result.bandwidth_bytes_per_sec, 1.0);
     const absl::Duration expected = absl::Seconds(static_cast<double>(remaining * kPageSize) / bandwidth);
     Report(v1::MIGRATION_PRECOPY, round, result, remaining, absl::ToInt64Milliseconds(expected));
-    if (expected <= options_.max_downtime || result.precopy_rounds >= options_.max_rounds) break;
+    if (result.precopy_rounds >= options_.max_rounds) break;
+    // max_downtime is a bound, not a goal: while a round still shrinks what is left by a
+    // quarter, another (shorter) round costs less than sending it with the guest paused.
+    const bool converging = remaining * 4 <= previous_remaining * 3;
+    previous_remaining = remaining;
+    if (expected <= options_.max_downtime && (!converging || expected <= kSmallDowntime)) break;
     if (absl::Status s = CheckCancelled(); !s.ok()) return s;
   }
 
@@ -146,16 +162,19 @@ absl::Status MigrationSource::Stream(PacketSink& sink, SourceResult& result) {
   result.paused_by_source = !vm_->paused();
   result.pause_time = absl::Now();
   if (absl::Status s = vm_->Pause(); !s.ok()) return Annotate(s, "pausing the VM");
+  result.paused_time = absl::Now();
   if (options_.at_pause) {
     if (absl::Status s = options_.at_pause(*vm_); !s.ok()) return Annotate(s, "at the pause point");
   }
-  // Memory no longer changes: hash it while the last pages and the state go out. The
-  // future's destructor waits for the hash, so no early return leaves it reading.
-  std::future<absl::StatusOr<std::string>> digest =
-      std::async(std::launch::async, [&memory] { return MemorySha256(memory); });
   absl::StatusOr<PageBitmap> dirty = vm_->FetchDirtyPages();
   if (!dirty.ok()) return Annotate(dirty.status(), "reading the dirty log after the pause");
   MergeInto(pending, *dirty);
+  digest.MarkWritten(*dirty);
+  // Memory no longer changes: re-hash the chunks written since their hash while the last pages
+  // and the state go out. The future's destructor waits for it (declared after `digest`, so it
+  // is destroyed first): no early return leaves it reading.
+  std::future<absl::StatusOr<std::string>> root =
+      std::async(std::launch::async, [&digest] { return digest.Root(); });
   Report(v1::MIGRATION_STOP_AND_COPY, result.precopy_rounds, result, CountPages(pending), 0);
   const uint64_t before = result.pages_sent;
   if (absl::Status s = SendPages(sink, pending, ZeroPages::kElide, result.precopy_rounds, result); !s.ok()) {
@@ -174,12 +193,13 @@ absl::Status MigrationSource::Stream(PacketSink& sink, SourceResult& result) {
     if (absl::Status s = sink.Send(packet); !s.ok()) return Annotate(s, "sending the final state");
     result.final_state_time = absl::Now();
   }
-  absl::StatusOr<std::string> sha256 = digest.get();
+  absl::StatusOr<std::string> sha256 = root.get();
   if (!sha256.ok()) return sha256.status();
   result.memory_sha256 = std::move(*sha256);
   {
     v1::MigrationPacket packet;
-    packet.mutable_digest()->set_sha256(result.memory_sha256);
+    packet.mutable_digest()->set_chunk_root_sha256(result.memory_sha256);
+    packet.mutable_digest()->set_chunk_bytes(digest.chunk_bytes());
     packet.mutable_digest()->set_memory_bytes(memory.size());
     result.bytes_sent += packet.ByteSizeLong();
     if (absl::Status s = sink.Send(packet); !s.ok()) return Annotate(s, "sending the digest");

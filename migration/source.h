@@ -10,11 +10,13 @@
 //   the last dirty pages
 //   final_state = Vm::Capture(with_memory = false): VM devices, every vCPU's registers and
 //     exception state (the destination restores the exception state last)
-//   digest = SHA-256 of all RAM at the pause point
+//   digest = the chunked SHA-256 of all RAM at the pause point (migration/chunk_digest.h:
+//     chunk hashes kept current during pre-copy, only chunks written since re-hashed)
 // then waits for the destination's verdict (PacketSink::Finish) and checks the digest it
 // reports against its own. Pre-copy stops when the pages still dirty would move within
 // max_downtime at the bandwidth measured so far (bytes sent / time spent encoding and
-// sending), or after max_rounds rounds. A VM that is already paused when Run starts is
+// sending) and a further round would not shrink them by a quarter (or they would move within
+// 2 ms), or after max_rounds rounds. A VM that is already paused when Run starts is
 // migrated the same way (its rounds after round 0 find nothing dirty) and is never resumed
 // by Run.
 //
@@ -84,6 +86,7 @@ struct SourceResult {
   // When Run paused the VM (or reached that point, if the VM was paused already): the
   // downtime starts here. InfinitePast if Run never got there.
   absl::Time pause_time = absl::InfinitePast();
+  absl::Time paused_time = absl::InfinitePast();       // every vCPU out of KVM_RUN
   absl::Time final_state_time = absl::InfinitePast();  // final state handed to the sink
   absl::Time digest_time = absl::InfinitePast();       // digest handed to the sink
   absl::Time verified_time = absl::InfinitePast();     // the destination's verdict arrived
@@ -94,7 +97,7 @@ struct SourceResult {
   uint64_t final_pages = 0;     // pages sent after the pause
   double bandwidth_bytes_per_sec = 0;
   uint64_t dirty_pages_per_sec = 0;  // the last measured rate
-  std::string memory_sha256;         // raw 32 bytes at the pause point ("" if not reached)
+  std::string memory_sha256;         // raw 32-byte chunk root at the pause point ("" if not reached)
   v1::TransferResult transfer;       // the destination's answer (on success)
 
   absl::Duration total() const { return end_time - start_time; }

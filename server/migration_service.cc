@@ -277,6 +277,7 @@ v1::MigrationResult MigrationServiceImpl::Run::AfterFinalState(const v1::Migrate
   // Exactly once: commit_sent is durable before Finish(commit) can reach the destination; a
   // journal that cannot be written turns the commit into a discard.
   if (commit && !Journal(v1::MIGRATION_FINISH, /*commit_sent=*/true).ok()) commit = false;
+  const absl::Time journaled = absl::Now();
   Progress(v1::MIGRATION_FINISH);
   testing_delay_.At(v1::MIGRATION_FINISH);
   if (commit) TestingDelay("Finish(commit)", service_.options_.testing_delay_before_finish);
@@ -344,6 +345,11 @@ v1::MigrationResult MigrationServiceImpl::Run::AfterFinalState(const v1::Migrate
     }
   }
   result.set_memory_sha256(verdict->memory_sha256());
+  v1::MigrationTimings& timings = *result.mutable_timings();
+  timings = done.timings();
+  timings.set_commit_journaled_unix_ns(absl::ToUnixNanos(journaled));
+  timings.set_destination_resumed_unix_ns(verdict->resumed_unix_ns());
+  timings.set_finished_unix_ns(absl::ToUnixNanos(finished));
   return result;
 }
 

@@ -181,6 +181,14 @@ grpc::Status WorkerService::MigrateOut(grpc::ServerContext* context, const v1::M
   done.set_resumed_by_source(result.resumed_by_source);
   done.set_paused_by_source(result.paused_by_source);
   if (result.pause_time != absl::InfinitePast()) done.set_pause_unix_ns(absl::ToUnixNanos(result.pause_time));
+  v1::MigrationTimings& timings = *done.mutable_timings();
+  auto unix_ns = [](absl::Time t) { return t == absl::InfinitePast() ? 0 : absl::ToUnixNanos(t); };
+  timings.set_source_last_heartbeat_unix_ns(worker_->Info().last_heartbeat_unix_ns());
+  timings.set_pause_unix_ns(unix_ns(result.pause_time));
+  timings.set_paused_unix_ns(unix_ns(result.paused_time));
+  timings.set_final_state_sent_unix_ns(unix_ns(result.final_state_time));
+  timings.set_digest_sent_unix_ns(unix_ns(result.digest_time));
+  timings.set_verified_unix_ns(unix_ns(result.verified_time));
   if (result.end_time != absl::InfinitePast()) done.set_total_ms(absl::ToInt64Milliseconds(result.total()));
   done.set_bytes_sent(result.bytes_sent);
   done.set_rounds(result.precopy_rounds);

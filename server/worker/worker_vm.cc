@@ -157,6 +157,8 @@ v1::VmInfo WorkerVm::Info() const {
   info.set_worker_pid(getpid());
   info.set_restored_from(restored_from_);
   info.set_created_unix_ns(created_unix_ns_);
+  if (std::optional<absl::Time> t = console_.first_heartbeat()) info.set_first_heartbeat_unix_ns(absl::ToUnixNanos(*t));
+  if (std::optional<absl::Time> t = console_.last_heartbeat()) info.set_last_heartbeat_unix_ns(absl::ToUnixNanos(*t));
   absl::MutexLock lock(&state_mu_);
   info.set_state(state_);
   info.set_error(error_);

@@ -77,6 +77,7 @@ void WitnessConsole::OnByte(uint32_t vcpu, uint8_t byte) {
     if (byte == '.' && partial.empty()) {
       ++heartbeats_;
       last_heartbeat_ = absl::Now();
+      if (!first_heartbeat_.has_value()) first_heartbeat_ = last_heartbeat_;
       return;
     }
     if (byte == '\r') return;
@@ -153,6 +154,11 @@ absl::StatusOr<std::vector<WitnessReport>> WitnessConsole::WaitFor(const std::st
 uint64_t WitnessConsole::heartbeats() const {
   absl::MutexLock lock(&mu_);
   return heartbeats_;
+}
+
+std::optional<absl::Time> WitnessConsole::first_heartbeat() const {
+  absl::MutexLock lock(&mu_);
+  return first_heartbeat_;
 }
 
 std::optional<absl::Time> WitnessConsole::last_heartbeat() const {

@@ -66,6 +66,9 @@ class WitnessConsole : public ExitHandler {
                                                      const std::map<std::string, uint64_t>& match, size_t count,
                                                      absl::Duration timeout) const;
   uint64_t heartbeats() const;
+  // When the first / latest heartbeat tick arrived (host clock): a migration's guest-visible
+  // gap is the destination's first minus the source's last.
+  std::optional<absl::Time> first_heartbeat() const;
   std::optional<absl::Time> last_heartbeat() const;
   // Every byte ever written, for logs and failure messages.
   std::string Transcript() const;
@@ -79,6 +82,7 @@ class WitnessConsole : public ExitHandler {
   std::vector<WitnessReport> reports_ ABSL_GUARDED_BY(mu_);
   std::string transcript_ ABSL_GUARDED_BY(mu_);
   uint64_t heartbeats_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<absl::Time> first_heartbeat_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Time> last_heartbeat_ ABSL_GUARDED_BY(mu_);
   absl::Status vcpu_error_ ABSL_GUARDED_BY(mu_);
 };
