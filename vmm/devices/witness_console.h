@@ -70,7 +70,8 @@ class WitnessConsole : public ExitHandler {
   // gap is the destination's first minus the source's last.
   std::optional<absl::Time> first_heartbeat() const;
   std::optional<absl::Time> last_heartbeat() const;
-  // Every byte ever written, for logs and failure messages.
+  // The newest bytes written (at least the last kTranscriptBytes), for logs and failure messages.
+  static constexpr size_t kTranscriptBytes = 64 << 10;
   std::string Transcript() const;
   // A vCPU that stopped with an error (guest shutdown, emulation failure...), if any.
   absl::Status vcpu_error() const;

@@ -41,6 +41,17 @@ TEST(WitnessConsole, KeepsOneLineBufferPerVcpu) {
   EXPECT_EQ(console.Find("EXC", 1, {{"vec", 0xe}}).size(), 0u);
 }
 
+TEST(WitnessConsole, TranscriptKeepsTheNewestBytesOnly) {
+  WitnessConsole console;
+  Feed(console, 0, std::string(5 * WitnessConsole::kTranscriptBytes, '.'));
+  Feed(console, 0, "VEX READY cpu=0\n");
+  const std::string transcript = console.Transcript();
+  EXPECT_GE(transcript.size(), WitnessConsole::kTranscriptBytes);
+  EXPECT_LT(transcript.size(), 2 * WitnessConsole::kTranscriptBytes);
+  EXPECT_EQ(transcript.substr(transcript.size() - 16), "VEX READY cpu=0\n");
+  EXPECT_EQ(console.heartbeats(), 5 * WitnessConsole::kTranscriptBytes);  // counted, not kept
+}
+
 TEST(WitnessConsole, CountsHeartbeatsOnlyOutsideLines) {
   WitnessConsole console;
   Feed(console, 0, "..VEX READY cpu=0 x=1.5\n.");
