@@ -126,8 +126,9 @@ class RestoreSection(Section):
     def run(self, ctx: Context) -> SectionResult:
         witness = os.path.join(ctx.bazel_bin, "guests", "x86_64", "witness.elf")
         sizes = [256] if ctx.quick else RAM_MIB
-        runs = 1 if ctx.quick else RUNS
-        data = {"config": {"qemu": qemu_vm.version(), "runs": runs, "heartbeat_ms": 1,
+        default_runs = 1 if ctx.quick else RUNS
+        data = {"config": {"qemu": qemu_vm.version(), "runs": default_runs, "heartbeat_ms": 1,
+                           "runs_per_ram_mib": {str(r): ctx.runs_for(r, default_runs) for r in RAM_MIB},
                            "vexstate": "vexctl snapshot save --pause-around; vexctl snapshot restore --resume; "
                                        "request to first heartbeat byte",
                            "qemu_reference": "migrate exec:cat > FILE (live); -incoming exec:cat FILE; "
@@ -142,11 +143,15 @@ class RestoreSection(Section):
             for ram_mib in sizes:
                 name = ram_name(ram_mib)
                 settings = settings_for(ram_mib, tsc_khz, ctx.quick)
-                entry = {"ram_mib": ram_mib, "settings": settings}
+                runs = ctx.runs_for(ram_mib, default_runs)
+                entry = {"ram_mib": ram_mib, "settings": settings, "runs_planned": runs}
                 need = 3 * (settings["touch_pages"] * PAGE // MIB) + 1024  # guest, file, restored guest
-                if mem_available_mib() < need:
-                    entry["skipped"] = f"needs ~{need} MiB free, {mem_available_mib()} MiB available"
+                skipped = ctx.past_deadline() or (
+                    f"needs ~{need} MiB free, {mem_available_mib()} MiB available" if mem_available_mib() < need else None)
+                if skipped:
+                    entry["skipped"] = skipped
                     data["sizes"][name] = entry
+                    ctx.log(f"restore: {name}: skipped: {skipped}")
                     continue
                 ctx.log(f"restore: {name} (settings {settings})")
                 summaries[name] = side_by_side.run_stacks(
@@ -156,6 +161,7 @@ class RestoreSection(Section):
                      ("qemu", lambda: run_qemu(ctx, reader, witness, ram_mib, settings, runs,
                                                os.path.join(ctx.work_dir, f"qemu-{ram_mib}.mig")))), list(METRICS))
                 data["sizes"][name] = entry
+        data["matrix"] = side_by_side.matrix(data["sizes"])
         table_md = side_by_side.table(self.title, summaries, METRICS)
         panels = [side_by_side.panel("Snapshot restore: time to running (ms, median)", "ms (log)", summaries,
                                      "ttr_ms")]
