@@ -71,6 +71,12 @@ def mem_available_mib() -> int:
     return 0
 
 
+def memory_shortfall(need_mib: int):
+    """Why a cell needing need_mib of free memory cannot run now, or None."""
+    available = mem_available_mib()
+    return f"needs ~{need_mib} MiB free, {available} MiB available" if available < need_mib else None
+
+
 def _run_figures(total_ms, downtime_ms, bytes_sent, g: Dict) -> Dict:
     out = {"total_ms": total_ms, "downtime_ms": downtime_ms, "mib_sent": round(bytes_sent / MIB, 1),
            "mib_per_s": round(bytes_sent / MIB / (total_ms / 1000), 1) if total_ms else None}
@@ -186,7 +192,7 @@ class MigrationSection(Section):
                            "settle_s": SETTLE_S},
                 "cells": {}}
         summaries = {}
-        with ConsoleReader(["A", "B", "QA", "QB"]) as reader, vexd_lab.lab(ctx) as lab:
+        with ConsoleReader(["A", "B", "QA", "QB"]) as reader, vexd_lab.lab(ctx, "migration") as lab:
             hosts = (vexd_lab.add_host(lab, "A", reader["A"].address), vexd_lab.add_host(lab, "B", reader["B"].address))
             tsc_khz = vexd_lab.host_tsc_khz(hosts[0]) or 0
             data["config"]["tsc_khz"] = tsc_khz
@@ -196,8 +202,7 @@ class MigrationSection(Section):
                 runs = ctx.runs_for(ram_mib, default_runs)
                 cell = {"ram_mib": ram_mib, "workload": workload, "settings": settings, "runs_planned": runs}
                 need = 2 * (settings.get("touch_pages", 0) * PAGE // MIB) + 1024
-                skipped = ctx.past_deadline() or (
-                    f"needs ~{need} MiB free, {mem_available_mib()} MiB available" if mem_available_mib() < need else None)
+                skipped = ctx.past_deadline() or memory_shortfall(need)
                 if skipped:
                     cell["skipped"] = skipped
                     data["cells"][name] = cell

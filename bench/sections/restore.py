@@ -19,7 +19,7 @@ from typing import Dict, List, Tuple
 from . import qemu_vm, side_by_side, vexd_lab
 from .base import Context, Section, SectionResult
 from .guest_console import ConsoleReader
-from .migration import MIB, PAGE, _wait_touched, mem_available_mib
+from .migration import MIB, PAGE, _wait_touched, memory_shortfall
 
 RAM_MIB = [256, 1024, 4096]
 RUNS = 3
@@ -136,7 +136,7 @@ class RestoreSection(Section):
                            "files": "in the run's work directory " + ctx.work_dir},
                 "sizes": {}}
         summaries = {}
-        with ConsoleReader(["A", "Q"]) as reader, vexd_lab.lab(ctx) as lab:
+        with ConsoleReader(["A", "Q"]) as reader, vexd_lab.lab(ctx, "restore") as lab:
             host = vexd_lab.add_host(lab, "A", reader["A"].address)
             tsc_khz = vexd_lab.host_tsc_khz(host) or 0
             data["config"]["tsc_khz"] = tsc_khz
@@ -146,8 +146,7 @@ class RestoreSection(Section):
                 runs = ctx.runs_for(ram_mib, default_runs)
                 entry = {"ram_mib": ram_mib, "settings": settings, "runs_planned": runs}
                 need = 3 * (settings["touch_pages"] * PAGE // MIB) + 1024  # guest, file, restored guest
-                skipped = ctx.past_deadline() or (
-                    f"needs ~{need} MiB free, {mem_available_mib()} MiB available" if mem_available_mib() < need else None)
+                skipped = ctx.past_deadline() or memory_shortfall(need)
                 if skipped:
                     entry["skipped"] = skipped
                     data["sizes"][name] = entry
