@@ -47,21 +47,24 @@ def _first_beat(reader: ConsoleReader, channel: str, since_ns: int) -> int:
 
 def run_vexd(ctx: Context, reader: ConsoleReader, host, ram_mib: int, settings: Dict[str, int], runs: int,
              path: str) -> Tuple[List[Dict], Dict]:
+    # Names of this size only: a stopped VM stays listed (the benchmark does not delete VMs, see
+    # the DeleteVm note in bench/README.md), so the next size cannot reuse "orig" or "r1".
+    original = f"orig{ram_mib}"
     since = time.monotonic_ns()
-    host.ctl("vm", "create", "orig", "--arch", "x86_64", "--vcpus", "1", "--memory-mib", str(ram_mib), "--guest",
+    host.ctl("vm", "create", original, "--arch", "x86_64", "--vcpus", "1", "--memory-mib", str(ram_mib), "--guest",
              "witness", *vexd_lab.witness_flags(settings), "--start", timeout=120)
-    names = ["orig"]
+    names = [original]
     try:
         boot = {"touch_s": _wait_touched(reader, host.name, settings, since)}
         time.sleep(SETTLE_S)
         t0 = time.monotonic()
-        host.ctl("snapshot", "save", "orig", path, "--pause-around", timeout=600)
+        host.ctl("snapshot", "save", original, path, "--pause-around", timeout=600)
         save_ms = round((time.monotonic() - t0) * 1000, 1)
-        host.ctl("vm", "stop", "orig")
+        host.ctl("vm", "stop", original)
         size_mib = round(os.path.getsize(path) / MIB, 1)
         results = []
         for i in range(runs):
-            name = f"r{i + 1}"
+            name = f"r{ram_mib}-{i + 1}"
             names.append(name)
             since = time.monotonic_ns()
             host.ctl("snapshot", "restore", path, "--name", name, "--resume", timeout=600)
