@@ -25,6 +25,7 @@ RAM_MIB = [256, 1024, 4096]
 RUNS = 3
 SETTLE_S = 1.0
 FIRST_BEAT_TIMEOUT_S = 300
+SNAPSHOT_TIMEOUT_S = 600
 METRICS = {"ttr_ms": "time to running (request to first heartbeat), ms", "request_ms": "restore request returned, ms",
            "save_ms": "save, ms", "snapshot_mib": "snapshot file, MiB"}
 
@@ -58,7 +59,9 @@ def run_vexd(ctx: Context, reader: ConsoleReader, host, ram_mib: int, settings: 
         boot = {"touch_s": _wait_touched(reader, host.name, settings, since)}
         time.sleep(SETTLE_S)
         t0 = time.monotonic()
-        host.ctl("snapshot", "save", original, path, "--pause-around", timeout=600)
+        # --timeout: vexctl's 30 s default per call is less than writing a 4 GiB guest takes here.
+        host.ctl("snapshot", "save", original, path, "--pause-around", "--timeout", f"{SNAPSHOT_TIMEOUT_S}s",
+                 timeout=SNAPSHOT_TIMEOUT_S + 30)
         save_ms = round((time.monotonic() - t0) * 1000, 1)
         host.ctl("vm", "stop", original)
         size_mib = round(os.path.getsize(path) / MIB, 1)
@@ -67,7 +70,8 @@ def run_vexd(ctx: Context, reader: ConsoleReader, host, ram_mib: int, settings: 
             name = f"r{ram_mib}-{i + 1}"
             names.append(name)
             since = time.monotonic_ns()
-            host.ctl("snapshot", "restore", path, "--name", name, "--resume", timeout=600)
+            host.ctl("snapshot", "restore", path, "--name", name, "--resume", "--timeout", f"{SNAPSHOT_TIMEOUT_S}s",
+                     timeout=SNAPSHOT_TIMEOUT_S + 30)
             returned = time.monotonic_ns()
             beat = _first_beat(reader, host.name, since)
             results.append({"run": i + 1, "ttr_ms": round((beat - since) / 1e6, 1),
