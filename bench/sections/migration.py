@@ -98,7 +98,9 @@ def _wait_touched(reader: ConsoleReader, channel: str, settings: Dict[str, int],
 def run_vexd(ctx: Context, reader: ConsoleReader, hosts, ram_mib: int, settings: Dict[str, int],
              runs: int) -> Tuple[List[Dict], Dict]:
     a, b = hosts
-    vm = "bench"
+    # A name per cell: a stopped VM stays listed (the benchmark does not delete VMs, see the
+    # DeleteVm note in bench/README.md), so the next cell cannot reuse the last one's name.
+    vm = f"m{ram_mib}-{settings.get('dirty_pages_per_sec', 0)}"
     since = time.monotonic_ns()
     a.ctl("vm", "create", vm, "--arch", "x86_64", "--vcpus", "1", "--memory-mib", str(ram_mib), "--guest", "witness",
           *vexd_lab.witness_flags(settings), "--start", timeout=120)
