@@ -139,11 +139,20 @@ def machine_info() -> Dict:
 
 # ----------------------------------------------------------------------------- build
 
+# The flags of every build the runner makes; `--build-only` prints the equivalent command.
+# --symlink_prefix=/: no convenience symlinks, so .bazel/bin does not follow this -c opt build
+# (other commands, e.g. ./vexstate demo, read it).
+# --incompatible_strict_action_env: without it every action's key includes the caller's PATH,
+# and this runner's PATH is not the shell's (pyenv's python3 shim puts its own directories in
+# front), so a `bazel build -c opt` from the shell never matched the runner's build and the
+# runner compiled everything again (the 900 s timeout of the first migration run). With a
+# fixed action PATH the keys no longer depend on who calls Bazel.
+BUILD_FLAGS = ["-c", "opt", "--symlink_prefix=/", "--incompatible_strict_action_env"]
+
+
 def bazel(args: argparse.Namespace, *argv: str, **kwargs) -> subprocess.CompletedProcess:
     startup = [f"--output_base={args.output_base}"] if args.output_base else []
-    # No convenience symlinks: .bazel/bin would then follow this -c opt build, and other
-    # commands (./vexstate demo) read it.
-    return subprocess.run(["bazel", *startup, *argv, "-c", "opt", "--symlink_prefix=/"], cwd=ROOT, **kwargs)
+    return subprocess.run(["bazel", *startup, *argv, *BUILD_FLAGS], cwd=ROOT, **kwargs)
 
 
 def build(args: argparse.Namespace, targets: List[str], work_dir: str) -> str:
@@ -307,6 +316,14 @@ def main() -> int:
     parser.add_argument("--output-base", default=os.environ.get("VEXSTATE_BENCH_OUTPUT_BASE", ""),
                         help="Bazel --output_base (default: $VEXSTATE_BENCH_OUTPUT_BASE, else Bazel's own)")
     parser.add_argument("--results-dir", default=os.path.join(HERE, "results"))
+    parser.add_argument("--runs-per-ram", action="append", default=[], metavar="MIB=N",
+                        help="migration/restore: N runs for the cells of a MIB guest instead of the default "
+                             "(recorded per cell in the JSON)")
+    parser.add_argument("--deadline", metavar="HH:MM",
+                        help="start no new migration/restore cell after this local time; the cells left are "
+                             "recorded as skipped")
+    parser.add_argument("--build-only", action="store_true",
+                        help="build what the selected sections need (the runner's own flags) and stop")
     parser.add_argument("--baseline", metavar="JSON",
                         help="an earlier results file: sections record their numbers next to it (before/after)")
     args = parser.parse_args()
@@ -314,6 +331,19 @@ def main() -> int:
     profile = (not args.quick) if args.profile is None else args.profile
     update = (not args.quick) if args.update_readme is None else args.update_readme
 
+    runs_per_ram = {}
+    for spec in args.runs_per_ram:
+        ram, _, runs = spec.partition("=")
+        if not (ram.isdigit() and runs.isdigit() and int(runs) > 0):
+            parser.error(f"--runs-per-ram {spec!r}: expected MIB=N, e.g. 8192=1")
+        runs_per_ram[int(ram)] = int(runs)
+    deadline = None
+    if args.deadline:
+        try:
+            clock = datetime.datetime.strptime(args.deadline, "%H:%M").time()
+        except ValueError:
+            parser.error(f"--deadline {args.deadline!r}: expected HH:MM")
+        deadline = datetime.datetime.combine(datetime.date.today(), clock).timestamp()
     unknown = set(args.only) - {s.name for s in SECTIONS}
     if unknown:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
@@ -339,6 +369,10 @@ def main() -> int:
     targets = sorted({t for s in runnable for t in s.bazel_targets})
     bazel_bin = build(args, targets, work_dir) if targets else ""
     doc["build"]["seconds"] = round(time.time() - started, 1)
+    doc["build"]["flags"] = BUILD_FLAGS
+    if args.build_only:
+        log(f"built in {doc['build']['seconds']} s: bazel build {' '.join(targets + BUILD_FLAGS)}")
+        return 0
 
     baseline = None
     if args.baseline:
@@ -347,7 +381,9 @@ def main() -> int:
         doc["baseline"] = {"file": os.path.relpath(os.path.abspath(args.baseline), HERE), "date": baseline.get("date"),
                            "git": baseline.get("machine", {}).get("git")}
     ctx = Context(root=ROOT, bazel_bin=bazel_bin, quick=args.quick, repetitions=repetitions, work_dir=work_dir,
-                  profile=profile, log=log, baseline=baseline)
+                  profile=profile, log=log, baseline=baseline, runs_per_ram=runs_per_ram, deadline=deadline)
+    doc["options"] = {"runs_per_ram_mib": {str(k): v for k, v in runs_per_ram.items()},
+                      "deadline": args.deadline}
     results: Dict[str, SectionResult] = {}
     failed = []
     with LoadSampler() as sampler:

@@ -8,6 +8,7 @@ the JSON file, the table and the plot. A section never writes results files itse
 import dataclasses
 import os
 import subprocess
+import time
 from typing import Any, Callable, Dict, List, Optional
 
 
@@ -22,6 +23,21 @@ class Context:
     profile: bool         # run profiles (callgrind, perf) where a section has them
     log: Callable[[str], None]
     baseline: Optional[Dict[str, Any]] = None  # an earlier results file (--baseline), to compare with
+    # --runs-per-ram MIB=N: fewer (or more) runs for the cells of one guest size, when the
+    # whole matrix does not fit the time there is; the sections record what each cell ran.
+    runs_per_ram: Dict[int, int] = dataclasses.field(default_factory=dict)
+    # --deadline: wall-clock time (time.time()) after which a section starts no new cell; the
+    # cells it did not start are recorded as skipped, with this reason.
+    deadline: Optional[float] = None
+
+    def runs_for(self, ram_mib: int, default: int) -> int:
+        return self.runs_per_ram.get(ram_mib, default)
+
+    def past_deadline(self) -> Optional[str]:
+        """Why no new cell may start now (the --deadline has passed), or None."""
+        if self.deadline is not None and time.time() >= self.deadline:
+            return f"not started: past the run's --deadline {time.strftime('%H:%M', time.localtime(self.deadline))}"
+        return None
 
     def baseline_section(self, name: str) -> Optional[Dict[str, Any]]:
         """The baseline's data for section `name`, if it has any."""

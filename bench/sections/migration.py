@@ -71,6 +71,12 @@ def mem_available_mib() -> int:
     return 0
 
 
+def memory_shortfall(need_mib: int):
+    """Why a cell needing need_mib of free memory cannot run now, or None."""
+    available = mem_available_mib()
+    return f"needs ~{need_mib} MiB free, {available} MiB available" if available < need_mib else None
+
+
 def _run_figures(total_ms, downtime_ms, bytes_sent, g: Dict) -> Dict:
     out = {"total_ms": total_ms, "downtime_ms": downtime_ms, "mib_sent": round(bytes_sent / MIB, 1),
            "mib_per_s": round(bytes_sent / MIB / (total_ms / 1000), 1) if total_ms else None}
@@ -92,7 +98,9 @@ def _wait_touched(reader: ConsoleReader, channel: str, settings: Dict[str, int],
 def run_vexd(ctx: Context, reader: ConsoleReader, hosts, ram_mib: int, settings: Dict[str, int],
              runs: int) -> Tuple[List[Dict], Dict]:
     a, b = hosts
-    vm = "bench"
+    # A name per cell: a stopped VM stays listed (the benchmark does not delete VMs, see the
+    # DeleteVm note in bench/README.md), so the next cell cannot reuse the last one's name.
+    vm = f"m{ram_mib}-{settings.get('dirty_pages_per_sec', 0)}"
     since = time.monotonic_ns()
     a.ctl("vm", "create", vm, "--arch", "x86_64", "--vcpus", "1", "--memory-mib", str(ram_mib), "--guest", "witness",
           *vexd_lab.witness_flags(settings), "--start", timeout=120)
@@ -173,28 +181,32 @@ class MigrationSection(Section):
     def run(self, ctx: Context) -> SectionResult:
         witness = os.path.join(ctx.bazel_bin, "guests", "x86_64", "witness.elf")
         cells = [(512, "idle")] if ctx.quick else [(r, w) for r in RAM_MIB for w in WORKLOADS]
-        runs = 1 if ctx.quick else RUNS
+        default_runs = 1 if ctx.quick else RUNS
         data = {"config": {"heartbeat_ms": HEARTBEAT_MS, "downtime_limit_ms": DOWNTIME_LIMIT_MS,
                            "qemu_max_bandwidth_bytes_per_s": qemu_vm.MAX_BANDWIDTH, "vexd_max_bandwidth": "0 (none)",
                            "transport": "loopback TCP; vexd: mutual TLS (tools/make_certs.sh); QEMU: plain TCP",
                            "qemu": qemu_vm.version(), "qemu_firmware": " ".join(qemu_vm.firmware()) or "SeaBIOS",
-                           "runs_per_cell": runs, "order": "ping-pong A->B, B->A, ... after one boot+touch",
+                           "runs_per_cell": default_runs,
+                           "runs_per_ram_mib": {str(r): ctx.runs_for(r, default_runs) for r in RAM_MIB},
+                           "order": "ping-pong A->B, B->A, ... after one boot+touch",
                            "gap": "CLOCK_MONOTONIC, last source heartbeat byte to first destination heartbeat "
                                   "byte, both consoles over UDP to this process",
                            "settle_s": SETTLE_S},
                 "cells": {}}
         summaries = {}
-        with ConsoleReader(["A", "B", "QA", "QB"]) as reader, vexd_lab.lab(ctx) as lab:
+        with ConsoleReader(["A", "B", "QA", "QB"]) as reader, vexd_lab.lab(ctx, "migration") as lab:
             hosts = (vexd_lab.add_host(lab, "A", reader["A"].address), vexd_lab.add_host(lab, "B", reader["B"].address))
             tsc_khz = vexd_lab.host_tsc_khz(hosts[0]) or 0
             data["config"]["tsc_khz"] = tsc_khz
             for ram_mib, workload in cells:
                 name = cell_name(ram_mib, workload)
                 settings = settings_for(ram_mib, workload, tsc_khz, ctx.quick)
-                cell = {"ram_mib": ram_mib, "workload": workload, "settings": settings}
+                runs = ctx.runs_for(ram_mib, default_runs)
+                cell = {"ram_mib": ram_mib, "workload": workload, "settings": settings, "runs_planned": runs}
                 need = 2 * (settings.get("touch_pages", 0) * PAGE // MIB) + 1024
-                if mem_available_mib() < need:
-                    cell["skipped"] = f"needs ~{need} MiB free, {mem_available_mib()} MiB available"
+                skipped = ctx.past_deadline() or memory_shortfall(need)
+                if skipped:
+                    cell["skipped"] = skipped
                     data["cells"][name] = cell
                     ctx.log(f"migration: {name}: skipped: {cell['skipped']}")
                     continue
@@ -204,6 +216,7 @@ class MigrationSection(Section):
                     (("vexstate", lambda: run_vexd(ctx, reader, hosts, ram_mib, settings, runs)),
                      ("qemu", lambda: run_qemu(ctx, reader, witness, ram_mib, settings, runs))), list(METRICS))
                 data["cells"][name] = cell
+        data["matrix"] = side_by_side.matrix(data["cells"])
         table_md = side_by_side.table(self.title, summaries, METRICS)
         panels = [side_by_side.panel("Migration: guest-visible gap (ms, median)", "ms (log)", summaries, "gap_ms"),
                   side_by_side.panel("Migration: total time (ms, median)", "ms (log)", summaries, "total_ms")]

@@ -19,12 +19,13 @@ from typing import Dict, List, Tuple
 from . import qemu_vm, side_by_side, vexd_lab
 from .base import Context, Section, SectionResult
 from .guest_console import ConsoleReader
-from .migration import MIB, PAGE, _wait_touched, mem_available_mib
+from .migration import MIB, PAGE, _wait_touched, memory_shortfall
 
 RAM_MIB = [256, 1024, 4096]
 RUNS = 3
 SETTLE_S = 1.0
 FIRST_BEAT_TIMEOUT_S = 300
+SNAPSHOT_TIMEOUT_S = 600
 METRICS = {"ttr_ms": "time to running (request to first heartbeat), ms", "request_ms": "restore request returned, ms",
            "save_ms": "save, ms", "snapshot_mib": "snapshot file, MiB"}
 
@@ -47,24 +48,30 @@ def _first_beat(reader: ConsoleReader, channel: str, since_ns: int) -> int:
 
 def run_vexd(ctx: Context, reader: ConsoleReader, host, ram_mib: int, settings: Dict[str, int], runs: int,
              path: str) -> Tuple[List[Dict], Dict]:
+    # Names of this size only: a stopped VM stays listed (the benchmark does not delete VMs, see
+    # the DeleteVm note in bench/README.md), so the next size cannot reuse "orig" or "r1".
+    original = f"orig{ram_mib}"
     since = time.monotonic_ns()
-    host.ctl("vm", "create", "orig", "--arch", "x86_64", "--vcpus", "1", "--memory-mib", str(ram_mib), "--guest",
+    host.ctl("vm", "create", original, "--arch", "x86_64", "--vcpus", "1", "--memory-mib", str(ram_mib), "--guest",
              "witness", *vexd_lab.witness_flags(settings), "--start", timeout=120)
-    names = ["orig"]
+    names = [original]
     try:
         boot = {"touch_s": _wait_touched(reader, host.name, settings, since)}
         time.sleep(SETTLE_S)
         t0 = time.monotonic()
-        host.ctl("snapshot", "save", "orig", path, "--pause-around", timeout=600)
+        # --timeout: vexctl's 30 s default per call is less than writing a 4 GiB guest takes here.
+        host.ctl("snapshot", "save", original, path, "--pause-around", "--timeout", f"{SNAPSHOT_TIMEOUT_S}s",
+                 timeout=SNAPSHOT_TIMEOUT_S + 30)
         save_ms = round((time.monotonic() - t0) * 1000, 1)
-        host.ctl("vm", "stop", "orig")
+        host.ctl("vm", "stop", original)
         size_mib = round(os.path.getsize(path) / MIB, 1)
         results = []
         for i in range(runs):
-            name = f"r{i + 1}"
+            name = f"r{ram_mib}-{i + 1}"
             names.append(name)
             since = time.monotonic_ns()
-            host.ctl("snapshot", "restore", path, "--name", name, "--resume", timeout=600)
+            host.ctl("snapshot", "restore", path, "--name", name, "--resume", "--timeout", f"{SNAPSHOT_TIMEOUT_S}s",
+                     timeout=SNAPSHOT_TIMEOUT_S + 30)
             returned = time.monotonic_ns()
             beat = _first_beat(reader, host.name, since)
             results.append({"run": i + 1, "ttr_ms": round((beat - since) / 1e6, 1),
@@ -126,8 +133,9 @@ class RestoreSection(Section):
     def run(self, ctx: Context) -> SectionResult:
         witness = os.path.join(ctx.bazel_bin, "guests", "x86_64", "witness.elf")
         sizes = [256] if ctx.quick else RAM_MIB
-        runs = 1 if ctx.quick else RUNS
-        data = {"config": {"qemu": qemu_vm.version(), "runs": runs, "heartbeat_ms": 1,
+        default_runs = 1 if ctx.quick else RUNS
+        data = {"config": {"qemu": qemu_vm.version(), "runs": default_runs, "heartbeat_ms": 1,
+                           "runs_per_ram_mib": {str(r): ctx.runs_for(r, default_runs) for r in RAM_MIB},
                            "vexstate": "vexctl snapshot save --pause-around; vexctl snapshot restore --resume; "
                                        "request to first heartbeat byte",
                            "qemu_reference": "migrate exec:cat > FILE (live); -incoming exec:cat FILE; "
@@ -135,18 +143,21 @@ class RestoreSection(Section):
                            "files": "in the run's work directory " + ctx.work_dir},
                 "sizes": {}}
         summaries = {}
-        with ConsoleReader(["A", "Q"]) as reader, vexd_lab.lab(ctx) as lab:
+        with ConsoleReader(["A", "Q"]) as reader, vexd_lab.lab(ctx, "restore") as lab:
             host = vexd_lab.add_host(lab, "A", reader["A"].address)
             tsc_khz = vexd_lab.host_tsc_khz(host) or 0
             data["config"]["tsc_khz"] = tsc_khz
             for ram_mib in sizes:
                 name = ram_name(ram_mib)
                 settings = settings_for(ram_mib, tsc_khz, ctx.quick)
-                entry = {"ram_mib": ram_mib, "settings": settings}
+                runs = ctx.runs_for(ram_mib, default_runs)
+                entry = {"ram_mib": ram_mib, "settings": settings, "runs_planned": runs}
                 need = 3 * (settings["touch_pages"] * PAGE // MIB) + 1024  # guest, file, restored guest
-                if mem_available_mib() < need:
-                    entry["skipped"] = f"needs ~{need} MiB free, {mem_available_mib()} MiB available"
+                skipped = ctx.past_deadline() or memory_shortfall(need)
+                if skipped:
+                    entry["skipped"] = skipped
                     data["sizes"][name] = entry
+                    ctx.log(f"restore: {name}: skipped: {skipped}")
                     continue
                 ctx.log(f"restore: {name} (settings {settings})")
                 summaries[name] = side_by_side.run_stacks(
@@ -156,6 +167,7 @@ class RestoreSection(Section):
                      ("qemu", lambda: run_qemu(ctx, reader, witness, ram_mib, settings, runs,
                                                os.path.join(ctx.work_dir, f"qemu-{ram_mib}.mig")))), list(METRICS))
                 data["sizes"][name] = entry
+        data["matrix"] = side_by_side.matrix(data["sizes"])
         table_md = side_by_side.table(self.title, summaries, METRICS)
         panels = [side_by_side.panel("Snapshot restore: time to running (ms, median)", "ms (log)", summaries,
                                      "ttr_ms")]

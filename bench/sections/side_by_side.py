@@ -43,6 +43,21 @@ def run_stacks(log, what: str, entry: Dict, stacks, metrics: List[str]) -> Dict:
     return entry["summary"]
 
 
+def matrix(entries: Dict[str, Dict]) -> Dict[str, Dict]:
+    """Which cells ran, with how many runs per stack (planned and done), and which did not and why:
+    the JSON says exactly what a partial matrix holds."""
+    out = {}
+    for name, entry in entries.items():
+        if "skipped" in entry:
+            out[name] = {"ran": False, "why": entry["skipped"]}
+            continue
+        runs = entry.get("runs", {})
+        out[name] = {"ran": True, "runs_planned": entry.get("runs_planned"),
+                     "runs_done": {stack: len(runs.get(stack, [])) for stack in STACKS},
+                     "errors": [stack for stack in STACKS if f"{stack}_error" in entry]}
+    return out
+
+
 def problem_notes(section: str, entries: Dict[str, Dict]) -> List[str]:
     """A note for every skipped cell and every stack that failed in it."""
     return [f"{section} {name}: {key.replace('_', ' ')}: {entry[key][:300]}"

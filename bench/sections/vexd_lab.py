@@ -1,7 +1,9 @@
 """vexd hosts for the benchmarks, on loopback: tools/two_hosts.py's Lab (state dirs, tokens,
 mutual-TLS migration listeners from tools/make_certs.sh, clean-up of daemons and workers),
 with each host's guest console mirrored to a UDP channel of ours (VEXSTATE_CONSOLE_UDP)."""
+import contextlib
 import os
+import shutil
 import socket
 import sys
 from typing import Optional
@@ -24,12 +26,30 @@ def two_hosts(ctx: Context):
     return two_hosts
 
 
-def lab(ctx: Context):
+@contextlib.contextmanager
+def lab(ctx: Context, section: str):
     th = two_hosts(ctx)
     binaries = th.Binaries(vexd=ctx.binary(VEXD), worker=ctx.binary(WORKER), vexctl=ctx.binary(VEXCTL),
                            make_certs=os.path.join(ctx.root, "tools", "make_certs.sh"))
     # Loopback even as root: the benchmark compares with QEMU over loopback TCP.
-    return th.Lab(binaries, use_netns=False, log=ctx.log)
+    with th.Lab(binaries, use_netns=False, log=ctx.log) as lab_:
+        try:
+            yield lab_
+        finally:
+            keep_logs(lab_, os.path.join(ctx.work_dir, f"vexd-logs-{section}"))
+
+
+def keep_logs(lab_, into: str) -> None:
+    """Copies every host's vexd and worker logs out of the lab (which deletes its directory on
+    exit) into the run's work directory: where a migration spent its time is in them."""
+    for host in lab_.hosts:
+        home = os.path.dirname(host.state)  # vexd.log and the state dir (workers' logs)
+        for root, _, files in os.walk(home):
+            for f in files:
+                if f.endswith(".log"):
+                    dst = os.path.join(into, host.name, os.path.relpath(os.path.join(root, f), home))
+                    os.makedirs(os.path.dirname(dst), exist_ok=True)
+                    shutil.copyfile(os.path.join(root, f), dst)
 
 
 def free_port() -> int:
