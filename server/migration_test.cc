@@ -36,12 +36,6 @@ constexpr uint64_t kMcStatus = 0xbc0000000000009full;  // VAL|UC|EN|MISCV|ADDRV,
 constexpr uint64_t kMcgStatus = 0x5;                   // RIPV|MCIP
 constexpr uint64_t kMachineCheckVector = 0x12;
 
-#define ASSERT_GRPC_OK(expr)                                                               \
-  do {                                                                                     \
-    const grpc::Status _s = (expr);                                                        \
-    ASSERT_TRUE(_s.ok()) << #expr << ": " << _s.error_code() << " " << _s.error_message(); \
-  } while (0)
-
 // A TCP port nobody listens on right now (the kernel's pick, released at once).
 int FreePort() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);

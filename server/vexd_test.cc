@@ -41,12 +41,6 @@ constexpr uint64_t kMcStatus = 0xbc0000000000009full;
 constexpr uint64_t kMcgStatus = 0x5;
 constexpr uint32_t kMachineCheckVector = 0x12;
 
-#define ASSERT_GRPC_OK(expr)                                                               \
-  do {                                                                                     \
-    const grpc::Status _s = (expr);                                                        \
-    ASSERT_TRUE(_s.ok()) << #expr << ": " << _s.error_code() << " " << _s.error_message(); \
-  } while (0)
-
 v1::VmConfig WitnessConfig(const std::string& name) {
   v1::VmConfig config;
   config.set_name(name);

@@ -20,6 +20,7 @@
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/support/status.h"
+#include "gtest/gtest.h"
 #include "vexstate/v1/control.grpc.pb.h"
 
 namespace vexstate::vexd::testing {
@@ -95,5 +96,12 @@ class VexdHarness {
 };
 
 }  // namespace vexstate::vexd::testing
+
+// Fails the test (ASSERT) with the call, code and message when a gRPC call was not OK.
+#define ASSERT_GRPC_OK(expr)                                                               \
+  do {                                                                                     \
+    const grpc::Status _s = (expr);                                                        \
+    ASSERT_TRUE(_s.ok()) << #expr << ": " << _s.error_code() << " " << _s.error_message(); \
+  } while (0)
 
 #endif  // VEXSTATE_SERVER_TESTING_VEXD_HARNESS_H_
