@@ -167,12 +167,16 @@ class Witness:
         self.gdb.cont()
 
     def command(self, seq, cmd):
+        done = r"^VEX DONE cpu=0 cmd=%d$" % cmd
+        # Counted before the guest can run the command: counting after cont() raced with a
+        # fast guest, whose DONE was then counted as an earlier one.
+        done_before = len(re.findall(done, self.lines(), re.M))
         # COMMAND before COMMAND_SEQ, as the ABI asks of the VMM (here the VM is stopped).
         self.gdb.stop()
         self.gdb.write_u64(CONTROL + CTL_COMMAND, cmd)
         self.gdb.write_u64(CONTROL + CTL_COMMAND_SEQ, seq)
         self.gdb.cont()
-        self.wait_for(r"^VEX DONE cpu=0 cmd=%d$" % cmd, count=self.lines().count("cmd=%d\n" % cmd) + 1)
+        self.wait_for(done, count=done_before + 1)
 
     def close(self):
         if self.gdb:
