@@ -43,7 +43,7 @@ TEST(IncomingOutcomes, CorruptFileIsUnknownNotAnAnswer) {
 
 TEST(IncomingOutcomes, IdsThatCannotNameAFileAreRefused) {
   const IncomingOutcomes outcomes(TempDir());
-  for (const std::string id : {std::string(""), std::string("../x"), std::string("a/b"), std::string(65, 'a')}) {
+  for (const std::string& id : {std::string(""), std::string("../x"), std::string("a/b"), std::string(65, 'a')}) {
     EXPECT_EQ(IncomingOutcomes::ValidateId(id).code(), absl::StatusCode::kInvalidArgument) << id;
     EXPECT_EQ(outcomes.Record(id, v1::FinishResponse()).code(), absl::StatusCode::kInvalidArgument) << id;
     EXPECT_FALSE(outcomes.Find(id).has_value()) << id;
