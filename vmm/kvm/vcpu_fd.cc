@@ -5,6 +5,8 @@
 #include <sys/mman.h>
 
 #include <cstring>
+#include <string_view>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "vmm/kvm/ioctl.h"
@@ -82,41 +84,80 @@ absl::Status VcpuFd::SetLapic(const kvm_lapic_state& lapic) {
 }
 
 namespace {
-std::vector<uint8_t> MsrBuffer(const std::vector<uint32_t>& indices) {
-  std::vector<uint8_t> buf(sizeof(kvm_msrs) + indices.size() * sizeof(kvm_msr_entry), 0);
-  auto* msrs = reinterpret_cast<kvm_msrs*>(buf.data());
-  msrs->nmsrs = indices.size();
-  for (size_t i = 0; i < indices.size(); ++i) msrs->entries[i].index = indices[i];
-  return buf;
+
+// The kvm_msrs argument of KVM_GET_MSRS/KVM_SET_MSRS: a header, then one entry per MSR. Up to
+// VcpuFd::kInlineMsrs entries live in the object itself (on the caller's stack), so the
+// exception state's capture and restore allocate nothing here: a 2 KiB heap buffer per call
+// cost a malloc + memset + free, and glibc consolidates its fastbins on every allocation of
+// that size (callgrind, bench/exception_state_bench.cc). Every field KVM reads is written: the
+// header's pad and each entry's reserved word are zeroed, the rest is filled from the caller.
+class MsrBuffer {
+  static_assert(sizeof(kvm_msrs) % sizeof(uint64_t) == 0 && sizeof(kvm_msr_entry) % sizeof(uint64_t) == 0);
+
+ public:
+  explicit MsrBuffer(absl::Span<const uint32_t> indices) {
+    if (indices.size() > VcpuFd::kInlineMsrs) {
+      heap_.resize((sizeof(kvm_msrs) + indices.size() * sizeof(kvm_msr_entry)) / sizeof(uint64_t));
+      msrs_ = reinterpret_cast<kvm_msrs*>(heap_.data());
+    } else {
+      msrs_ = reinterpret_cast<kvm_msrs*>(inline_);
+    }
+    msrs_->nmsrs = static_cast<uint32_t>(indices.size());
+    msrs_->pad = 0;
+    for (size_t i = 0; i < indices.size(); ++i) msrs_->entries[i] = {indices[i], 0, 0};
+  }
+  MsrBuffer(const MsrBuffer&) = delete;
+  MsrBuffer& operator=(const MsrBuffer&) = delete;
+
+  kvm_msrs* get() { return msrs_; }
+
+ private:
+  // Deliberately left uninitialised: the constructor writes every byte KVM reads.
+  alignas(kvm_msrs) unsigned char inline_[sizeof(kvm_msrs) + VcpuFd::kInlineMsrs * sizeof(kvm_msr_entry)];
+  std::vector<uint64_t> heap_;  // 8-byte aligned, like kvm_msrs
+  kvm_msrs* msrs_;
+};
+
+absl::Status CheckSameCount(size_t indices, size_t values, std::string_view what) {
+  if (indices == values) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrFormat("%s: %u MSR indices but %u value slots", what, indices, values));
 }
+
 }  // namespace
 
-absl::StatusOr<int> VcpuFd::GetMsrsPrefix(const std::vector<uint32_t>& indices,
-                                          std::vector<uint64_t>* values) {
-  std::vector<uint8_t> buf = MsrBuffer(indices);
-  auto* msrs = reinterpret_cast<kvm_msrs*>(buf.data());
-  absl::StatusOr<int> n = Ioctl(fd_.get(), KVM_GET_MSRS, msrs, "KVM_GET_MSRS");
+absl::StatusOr<int> VcpuFd::GetMsrsPrefix(absl::Span<const uint32_t> indices, std::vector<uint64_t>* values) {
+  MsrBuffer buf(indices);
+  absl::StatusOr<int> n = Ioctl(fd_.get(), KVM_GET_MSRS, buf.get(), "KVM_GET_MSRS");
   if (!n.ok()) return n.status();
   values->resize(*n);
-  for (int i = 0; i < *n; ++i) (*values)[i] = msrs->entries[i].data;
+  for (int i = 0; i < *n; ++i) (*values)[i] = buf.get()->entries[i].data;
   return *n;
 }
 
-absl::Status VcpuFd::GetMsrs(const std::vector<uint32_t>& indices, std::vector<uint64_t>* values) {
-  absl::StatusOr<int> n = GetMsrsPrefix(indices, values);
+absl::Status VcpuFd::GetMsrs(absl::Span<const uint32_t> indices, std::vector<uint64_t>* values) {
+  values->resize(indices.size());
+  return GetMsrs(indices, absl::MakeSpan(*values));
+}
+
+absl::Status VcpuFd::GetMsrs(absl::Span<const uint32_t> indices, absl::Span<uint64_t> values) {
+  if (absl::Status s = CheckSameCount(indices.size(), values.size(), "KVM_GET_MSRS"); !s.ok()) return s;
+  MsrBuffer buf(indices);
+  absl::StatusOr<int> n = Ioctl(fd_.get(), KVM_GET_MSRS, buf.get(), "KVM_GET_MSRS");
   if (!n.ok()) return n.status();
   if (static_cast<size_t>(*n) != indices.size()) {
     return absl::InternalError(absl::StrFormat("KVM_GET_MSRS: read %d of %u MSRs, MSR 0x%x unreadable", *n,
                                                indices.size(), indices[*n]));
   }
+  for (size_t i = 0; i < indices.size(); ++i) values[i] = buf.get()->entries[i].data;
   return absl::OkStatus();
 }
 
-absl::Status VcpuFd::SetMsrs(const std::vector<uint32_t>& indices, const std::vector<uint64_t>& values) {
-  std::vector<uint8_t> buf = MsrBuffer(indices);
-  auto* msrs = reinterpret_cast<kvm_msrs*>(buf.data());
-  for (size_t i = 0; i < indices.size(); ++i) msrs->entries[i].data = values[i];
-  absl::StatusOr<int> n = Ioctl(fd_.get(), KVM_SET_MSRS, msrs, "KVM_SET_MSRS");
+absl::Status VcpuFd::SetMsrs(absl::Span<const uint32_t> indices, absl::Span<const uint64_t> values) {
+  if (absl::Status s = CheckSameCount(indices.size(), values.size(), "KVM_SET_MSRS"); !s.ok()) return s;
+  MsrBuffer buf(indices);
+  for (size_t i = 0; i < indices.size(); ++i) buf.get()->entries[i].data = values[i];
+  absl::StatusOr<int> n = Ioctl(fd_.get(), KVM_SET_MSRS, buf.get(), "KVM_SET_MSRS");
   if (!n.ok()) return n.status();
   if (static_cast<size_t>(*n) != indices.size()) {
     return absl::InvalidArgumentError(absl::StrFormat("KVM_SET_MSRS: wrote %d of %u MSRs, MSR 0x%x = 0x%x refused",

@@ -376,9 +376,6 @@ absl::Status DecodeDebugRegs(const v1::X86VcpuState& in, kvm_debugregs* out) {
 
 // ---------- exception state
 
-// The architectural maximum: MCG_CAP[7:0], and the MCi MSRs end at 0x47f.
-constexpr uint32_t kMaxBanks = 32;
-
 // One pass over the (index, value) pairs; any order, any subset.
 void EncodeMachineCheck(const KvmExceptionState& in,
                         v1::X86ExceptionState* out) {
@@ -387,7 +384,7 @@ void EncodeMachineCheck(const KvmExceptionState& in,
     uint64_t value = 0;
   };
   Field cap, status, ctl, ext_ctl;
-  Field banks[kMaxBanks][4];  // CTL, STATUS, ADDR, MISC
+  Field banks[kMaxMceBanks][4];  // CTL, STATUS, ADDR, MISC
   const size_t n = std::min(in.mce_indices.size(), in.mce_values.size());
   for (size_t i = 0; i < n; ++i) {
     const uint32_t msr = in.mce_indices[i];
@@ -396,7 +393,7 @@ void EncodeMachineCheck(const KvmExceptionState& in,
     if (msr == kMsrMcgStatus) field = &status;
     if (msr == kMsrMcgCtl) field = &ctl;
     if (msr == kMsrMcgExtCtl) field = &ext_ctl;
-    if (msr >= kMsrMc0Ctl && msr < kMsrMc0Ctl + 4 * kMaxBanks) {
+    if (msr >= kMsrMc0Ctl && msr < kMsrMc0Ctl + 4 * kMaxMceBanks) {
       field = &banks[(msr - kMsrMc0Ctl) / 4][(msr - kMsrMc0Ctl) % 4];
     }
     if (field != nullptr) *field = {true, in.mce_values[i]};
@@ -408,7 +405,7 @@ void EncodeMachineCheck(const KvmExceptionState& in,
   if (ctl.present) mc->set_mcg_ctl(ctl.value);
   if (ext_ctl.present) mc->set_mcg_ext_ctl(ext_ctl.value);
   const uint32_t count =
-      std::min<uint32_t>(cap.value & kMcgCapCountMask, kMaxBanks);
+      std::min<uint32_t>(cap.value & kMcgCapCountMask, kMaxMceBanks);
   mc->mutable_banks()->Reserve(count);  // not 6 regrowths for 32 banks
   for (uint32_t b = 0; b < count; ++b) {
     const Field* f = banks[b];
@@ -426,8 +423,8 @@ void EncodeMachineCheck(const KvmExceptionState& in,
 
 absl::Status DecodeMachineCheck(const v1::X86MachineCheckState& mc,
                                 const ExceptionTarget& target,
-                                std::vector<uint32_t>* indices,
-                                std::vector<uint64_t>* values) {
+                                decltype(KvmExceptionState::mce_indices)* indices,
+                                decltype(KvmExceptionState::mce_values)* values) {
   if (mc.mcg_cap() != target.mcg_cap) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "machine_check.mcg_cap: the state has MCG_CAP 0x%x (%u banks), this "
@@ -438,12 +435,9 @@ absl::Status DecodeMachineCheck(const v1::X86MachineCheckState& mc,
   }
   const uint64_t cap = target.mcg_cap;
   const uint32_t bank_count =
-      std::min<uint32_t>(cap & kMcgCapCountMask, kMaxBanks);
+      std::min<uint32_t>(cap & kMcgCapCountMask, kMaxMceBanks);
   indices->clear();
   values->clear();
-  // MCG_STATUS, MCG_CTL, MCG_EXT_CTL and four per bank: one allocation each.
-  indices->reserve(3 + 4 * static_cast<size_t>(mc.banks_size()));
-  values->reserve(3 + 4 * static_cast<size_t>(mc.banks_size()));
   auto add = [&](uint32_t msr, uint64_t value) {
     indices->push_back(msr);
     values->push_back(value);
@@ -482,8 +476,8 @@ absl::Status DecodeMachineCheck(const v1::X86MachineCheckState& mc,
   }
   // Bit i: bank i seen. A bitmask, not a std::set: this runs on every
   // restore (bench/exception_state_bench.cc measures it), and bank indices
-  // are below kMaxBanks (32) once the range check below has passed.
-  static_assert(kMaxBanks <= 64);
+  // are below kMaxMceBanks (32) once the range check below has passed.
+  static_assert(kMaxMceBanks <= 64);
   uint64_t seen = 0;
   for (int i = 0; i < mc.banks_size(); ++i) {
     const v1::X86MachineCheckBank& bank = mc.banks(i);
@@ -680,7 +674,7 @@ absl::Status ValidateMpState(uint32_t mp_state) {
 
 std::vector<uint32_t> MachineCheckMsrIndices(uint64_t mcg_cap) {
   const uint32_t banks =
-      std::min<uint32_t>(mcg_cap & kMcgCapCountMask, kMaxBanks);
+      std::min<uint32_t>(mcg_cap & kMcgCapCountMask, kMaxMceBanks);
   std::vector<uint32_t> out;
   out.reserve(4 + 4 * banks);  // called on every capture: one allocation
   out.push_back(kMsrMcgCap);
