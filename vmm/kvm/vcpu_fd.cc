@@ -85,53 +85,52 @@ absl::Status VcpuFd::SetLapic(const kvm_lapic_state& lapic) {
 
 namespace {
 
-// The kvm_msrs argument of KVM_GET_MSRS/KVM_SET_MSRS: a header, then one entry per MSR. Up to
-// VcpuFd::kInlineMsrs entries live in the object itself (on the caller's stack), so the
-// exception state's capture and restore allocate nothing here: a 2 KiB heap buffer per call
-// cost a malloc + memset + free, and glibc consolidates its fastbins on every allocation of
-// that size (callgrind, bench/exception_state_bench.cc). Every field KVM reads is written: the
-// header's pad and each entry's reserved word are zeroed, the rest is filled from the caller.
+// The kvm_msrs argument of KVM_GET_MSRS/KVM_SET_MSRS: a header, then one entry per MSR, held in
+// the object itself (on the caller's stack; KVM takes at most kMaxMsrsPerCall, 4 KiB). A heap
+// buffer per call (2 KiB for 32 MCE banks) cost a malloc + memset + free on every exception-state
+// capture and restore, and glibc consolidates its fastbins on every allocation of that size
+// (callgrind, bench/exception_state_bench.cc). Every field KVM reads is written: the header's pad
+// and each entry's reserved word are zeroed, the rest comes from the caller.
 class MsrBuffer {
-  static_assert(sizeof(kvm_msrs) % sizeof(uint64_t) == 0 && sizeof(kvm_msr_entry) % sizeof(uint64_t) == 0);
-
  public:
+  // `indices` must have passed CheckMsrBatch.
   explicit MsrBuffer(absl::Span<const uint32_t> indices) {
-    if (indices.size() > VcpuFd::kInlineMsrs) {
-      heap_.resize((sizeof(kvm_msrs) + indices.size() * sizeof(kvm_msr_entry)) / sizeof(uint64_t));
-      msrs_ = reinterpret_cast<kvm_msrs*>(heap_.data());
-    } else {
-      msrs_ = reinterpret_cast<kvm_msrs*>(inline_);
-    }
-    msrs_->nmsrs = static_cast<uint32_t>(indices.size());
-    msrs_->pad = 0;
-    for (size_t i = 0; i < indices.size(); ++i) msrs_->entries[i] = {indices[i], 0, 0};
+    msrs()->nmsrs = static_cast<uint32_t>(indices.size());
+    msrs()->pad = 0;
+    for (size_t i = 0; i < indices.size(); ++i) msrs()->entries[i] = {indices[i], 0, 0};
   }
   MsrBuffer(const MsrBuffer&) = delete;
   MsrBuffer& operator=(const MsrBuffer&) = delete;
 
-  kvm_msrs* get() { return msrs_; }
+  kvm_msrs* msrs() { return reinterpret_cast<kvm_msrs*>(bytes_); }
 
  private:
   // Deliberately left uninitialised: the constructor writes every byte KVM reads.
-  alignas(kvm_msrs) unsigned char inline_[sizeof(kvm_msrs) + VcpuFd::kInlineMsrs * sizeof(kvm_msr_entry)];
-  std::vector<uint64_t> heap_;  // 8-byte aligned, like kvm_msrs
-  kvm_msrs* msrs_;
+  alignas(kvm_msrs) unsigned char bytes_[sizeof(kvm_msrs) + VcpuFd::kMaxMsrsPerCall * sizeof(kvm_msr_entry)];
 };
 
-absl::Status CheckSameCount(size_t indices, size_t values, std::string_view what) {
-  if (indices == values) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrFormat("%s: %u MSR indices but %u value slots", what, indices, values));
+// `values` is the number of values given or slots to fill (the count of `indices` when none).
+absl::Status CheckMsrBatch(size_t indices, size_t values, std::string_view what) {
+  if (indices > VcpuFd::kMaxMsrsPerCall) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%s: %u MSRs in one call; KVM takes at most %u (fewer than MAX_IO_MSRS)", what, indices, VcpuFd::kMaxMsrsPerCall));
+  }
+  if (indices != values) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %u MSR indices but %u value slots", what, indices, values));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
 
 absl::StatusOr<int> VcpuFd::GetMsrsPrefix(absl::Span<const uint32_t> indices, std::vector<uint64_t>* values) {
+  if (absl::Status s = CheckMsrBatch(indices.size(), indices.size(), "KVM_GET_MSRS"); !s.ok()) return s;
   MsrBuffer buf(indices);
-  absl::StatusOr<int> n = Ioctl(fd_.get(), KVM_GET_MSRS, buf.get(), "KVM_GET_MSRS");
+  absl::StatusOr<int> n = Ioctl(fd_.get(), KVM_GET_MSRS, buf.msrs(), "KVM_GET_MSRS");
   if (!n.ok()) return n.status();
   values->resize(*n);
-  for (int i = 0; i < *n; ++i) (*values)[i] = buf.get()->entries[i].data;
+  for (int i = 0; i < *n; ++i) (*values)[i] = buf.msrs()->entries[i].data;
   return *n;
 }
 
@@ -141,23 +140,23 @@ absl::Status VcpuFd::GetMsrs(absl::Span<const uint32_t> indices, std::vector<uin
 }
 
 absl::Status VcpuFd::GetMsrs(absl::Span<const uint32_t> indices, absl::Span<uint64_t> values) {
-  if (absl::Status s = CheckSameCount(indices.size(), values.size(), "KVM_GET_MSRS"); !s.ok()) return s;
+  if (absl::Status s = CheckMsrBatch(indices.size(), values.size(), "KVM_GET_MSRS"); !s.ok()) return s;
   MsrBuffer buf(indices);
-  absl::StatusOr<int> n = Ioctl(fd_.get(), KVM_GET_MSRS, buf.get(), "KVM_GET_MSRS");
+  absl::StatusOr<int> n = Ioctl(fd_.get(), KVM_GET_MSRS, buf.msrs(), "KVM_GET_MSRS");
   if (!n.ok()) return n.status();
   if (static_cast<size_t>(*n) != indices.size()) {
     return absl::InternalError(absl::StrFormat("KVM_GET_MSRS: read %d of %u MSRs, MSR 0x%x unreadable", *n,
                                                indices.size(), indices[*n]));
   }
-  for (size_t i = 0; i < indices.size(); ++i) values[i] = buf.get()->entries[i].data;
+  for (size_t i = 0; i < indices.size(); ++i) values[i] = buf.msrs()->entries[i].data;
   return absl::OkStatus();
 }
 
 absl::Status VcpuFd::SetMsrs(absl::Span<const uint32_t> indices, absl::Span<const uint64_t> values) {
-  if (absl::Status s = CheckSameCount(indices.size(), values.size(), "KVM_SET_MSRS"); !s.ok()) return s;
+  if (absl::Status s = CheckMsrBatch(indices.size(), values.size(), "KVM_SET_MSRS"); !s.ok()) return s;
   MsrBuffer buf(indices);
-  for (size_t i = 0; i < indices.size(); ++i) buf.get()->entries[i].data = values[i];
-  absl::StatusOr<int> n = Ioctl(fd_.get(), KVM_SET_MSRS, buf.get(), "KVM_SET_MSRS");
+  for (size_t i = 0; i < indices.size(); ++i) buf.msrs()->entries[i].data = values[i];
+  absl::StatusOr<int> n = Ioctl(fd_.get(), KVM_SET_MSRS, buf.msrs(), "KVM_SET_MSRS");
   if (!n.ok()) return n.status();
   if (static_cast<size_t>(*n) != indices.size()) {
     return absl::InvalidArgumentError(absl::StrFormat("KVM_SET_MSRS: wrote %d of %u MSRs, MSR 0x%x = 0x%x refused",

@@ -53,10 +53,13 @@ class VcpuFd {
   absl::Status GetLapic(kvm_lapic_state* lapic);
   absl::Status SetLapic(const kvm_lapic_state& lapic);
   // KVM_GET_MSRS / KVM_SET_MSRS. KVM stops at the first MSR it cannot access and returns how
-  // many it processed; anything short of all of them is an error naming that MSR. Up to
-  // kInlineMsrs MSRs per call need no heap buffer (the exception state's 131 machine-check MSRs
-  // are read and written on every capture and restore).
-  static constexpr size_t kInlineMsrs = 256;
+  // many it processed; anything short of all of them is an error naming that MSR. At most
+  // kMaxMsrsPerCall per call (RESOURCE_EXHAUSTED beforehand otherwise, as KVM's E2BIG would be).
+  // The buffer KVM reads lives on the stack: the exception state's 131 machine-check MSRs are
+  // read and written on every capture and restore.
+  // arch/x86/kvm/x86.c msr_io() refuses nmsrs >= MAX_IO_MSRS (256) with E2BIG (seen here: 256
+  // fails, 255 works).
+  static constexpr size_t kMaxMsrsPerCall = 255;
   absl::Status GetMsrs(absl::Span<const uint32_t> indices, std::vector<uint64_t>* values);
   // `values` must have one slot per index (INVALID_ARGUMENT otherwise).
   absl::Status GetMsrs(absl::Span<const uint32_t> indices, absl::Span<uint64_t> values);
