@@ -95,9 +95,13 @@ class MsrBuffer {
  public:
   // `indices` must have passed CheckMsrBatch.
   explicit MsrBuffer(absl::Span<const uint32_t> indices) {
-    msrs()->nmsrs = static_cast<uint32_t>(indices.size());
-    msrs()->pad = 0;
-    for (size_t i = 0; i < indices.size(); ++i) msrs()->entries[i] = {indices[i], 0, 0};
+    kvm_msrs* const header = msrs();
+    header->nmsrs = static_cast<uint32_t>(indices.size());
+    header->pad = 0;
+    kvm_msr_entry* const entries = header->entries;
+    const uint32_t* const index = indices.data();
+    const size_t n = indices.size();
+    for (size_t i = 0; i < n; ++i) entries[i] = {index[i], 0, 0};
   }
   MsrBuffer(const MsrBuffer&) = delete;
   MsrBuffer& operator=(const MsrBuffer&) = delete;
@@ -148,14 +152,16 @@ absl::Status VcpuFd::GetMsrs(absl::Span<const uint32_t> indices, absl::Span<uint
     return absl::InternalError(absl::StrFormat("KVM_GET_MSRS: read %d of %u MSRs, MSR 0x%x unreadable", *n,
                                                indices.size(), indices[*n]));
   }
-  for (size_t i = 0; i < indices.size(); ++i) values[i] = buf.msrs()->entries[i].data;
+  const kvm_msr_entry* const entries = buf.msrs()->entries;
+  for (size_t i = 0; i < indices.size(); ++i) values[i] = entries[i].data;
   return absl::OkStatus();
 }
 
 absl::Status VcpuFd::SetMsrs(absl::Span<const uint32_t> indices, absl::Span<const uint64_t> values) {
   if (absl::Status s = CheckMsrBatch(indices.size(), values.size(), "KVM_SET_MSRS"); !s.ok()) return s;
   MsrBuffer buf(indices);
-  for (size_t i = 0; i < indices.size(); ++i) buf.msrs()->entries[i].data = values[i];
+  kvm_msr_entry* const entries = buf.msrs()->entries;
+  for (size_t i = 0; i < indices.size(); ++i) entries[i].data = values[i];
   absl::StatusOr<int> n = Ioctl(fd_.get(), KVM_SET_MSRS, buf.msrs(), "KVM_SET_MSRS");
   if (!n.ok()) return n.status();
   if (static_cast<size_t>(*n) != indices.size()) {

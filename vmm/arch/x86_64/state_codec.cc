@@ -390,9 +390,11 @@ void EncodeMachineCheck(const KvmExceptionState& in,
   uint64_t bank_values[kMaxMceBanks][4];  // CTL, STATUS, ADDR, MISC
   uint8_t bank_present[kMaxMceBanks] = {};  // bit r: bank_values[b][r] is set
   const size_t n = std::min(in.mce_indices.size(), in.mce_values.size());
+  const uint32_t* const msrs = in.mce_indices.data();
+  const uint64_t* const values = in.mce_values.data();
   for (size_t i = 0; i < n; ++i) {
-    const uint32_t msr = in.mce_indices[i];
-    const uint64_t value = in.mce_values[i];
+    const uint32_t msr = msrs[i];
+    const uint64_t value = values[i];
     if (msr >= kMsrMc0Ctl && msr < kMsrMc0Ctl + 4 * kMaxMceBanks) {
       const uint32_t bank = (msr - kMsrMc0Ctl) / 4, reg = (msr - kMsrMc0Ctl) % 4;
       bank_values[bank][reg] = value;
@@ -448,10 +450,12 @@ absl::Status DecodeMachineCheck(const v1::X86MachineCheckState& mc,
   // exceeds kMaxMachineCheckMsrs - 1 (MCG_CAP is never written).
   indices->resize(kMaxMachineCheckMsrs);
   values->resize(kMaxMachineCheckMsrs);
+  uint32_t* const msr_out = indices->data();
+  uint64_t* const value_out = values->data();
   size_t n = 0;
   auto add = [&](uint32_t msr, uint64_t value) {
-    (*indices)[n] = msr;
-    (*values)[n] = value;
+    msr_out[n] = msr;
+    value_out[n] = value;
     ++n;
   };
   add(kMsrMcgStatus, mc.mcg_status());
