@@ -116,8 +116,8 @@ class MsrBuffer {
 // `values` is the number of values given or slots to fill (the count of `indices` when none).
 absl::Status CheckMsrBatch(size_t indices, size_t values, std::string_view what) {
   if (indices > VcpuFd::kMaxMsrsPerCall) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "%s: %u MSRs in one call; KVM takes at most %u (fewer than MAX_IO_MSRS)", what, indices, VcpuFd::kMaxMsrsPerCall));
+    return absl::ResourceExhaustedError(absl::StrFormat("%s: %u MSRs in one call; KVM takes at most %u", what, indices,
+                                                        VcpuFd::kMaxMsrsPerCall));
   }
   if (indices != values) {
     return absl::InvalidArgumentError(
