@@ -51,6 +51,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
+#include "absl/types/span.h"
 #include "bench/latency.h"
 #include "benchmark/benchmark.h"
 #include "vexstate/v1/exception_state.pb.h"
@@ -96,8 +97,8 @@ void CheckOk(const absl::Status& status, const char* what) {
 class MsrBuffer {
  public:
   MsrBuffer() = default;
-  MsrBuffer(const std::vector<uint32_t>& indices,
-            const std::vector<uint64_t>& values)
+  MsrBuffer(absl::Span<const uint32_t> indices,
+            absl::Span<const uint64_t> values)
       : bytes_(sizeof(kvm_msrs) + indices.size() * sizeof(kvm_msr_entry)) {
     msrs()->nmsrs = static_cast<uint32_t>(indices.size());
     for (size_t i = 0; i < indices.size(); ++i) {
@@ -264,7 +265,7 @@ std::unique_ptr<Fixture> MakeFixture() {
   // The KVM-side state as capture reads it, for the codec benchmarks.
   RawCapture(*f);
   CheckOk(f->vcpu->GetVcpuEvents(&f->kvm_state.events), "KVM_GET_VCPU_EVENTS");
-  f->kvm_state.mce_indices = indices;
+  f->kvm_state.mce_indices.assign(indices.begin(), indices.end());
   for (size_t i = 0; i < indices.size(); ++i) {
     f->kvm_state.mce_values.push_back(f->get_msrs.msrs()->entries[i].data);
   }

@@ -20,8 +20,36 @@ TARGET = 1.2
 LABEL = "//bench:exception_state_bench"
 
 
+# Where a cycle's user-space instructions go, by the function that executes them (exclusive
+# cost): the first matching pattern names the bucket. "conversion" is vexstate's own code
+# (codec, capture/restore, ArchVm), "protobuf" the generated and library code of the messages
+# (build, serialize, parse, destroy), "allocator" malloc/free behind both.
+_BUCKETS = [
+    ("allocator", re.compile(r"malloc\.c:|arena\.c:|operator new|operator delete")),
+    ("protobuf", re.compile(r"google::protobuf::|vexstate::v1::")),
+    ("ioctl wrappers (vmm/kvm)", re.compile(r"vexstate::kvm::|sysv/linux/ioctl\.c")),
+    ("conversion (vmm/arch/x86_64)", re.compile(r"vexstate::x86::|X86ArchVm|inlined_vector")),
+    ("libc memcpy/memset", re.compile(r"/string/|memset|memcpy|memmove")),
+]
+
+
+def _buckets(out: str, cycles: int):
+    """Exclusive instructions per cycle by bucket (see _BUCKETS), from callgrind_annotate."""
+    text = subprocess.run(["callgrind_annotate", "--threshold=100", out], capture_output=True, text=True).stdout
+    totals = {}
+    for line in text.splitlines():
+        m = re.match(r"\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*)", line)
+        if not m or "PROGRAM TOTALS" in line:
+            continue
+        # The function's own name, not its argument types (EncodeMachineCheck takes a v1:: message).
+        function = m.group(2).replace("(anonymous namespace)", "").split("(")[0]
+        name = next((b for b, pattern in _BUCKETS if pattern.search(function)), "other")
+        totals[name] = totals.get(name, 0) + int(m.group(1).replace(",", ""))
+    return {name: count // cycles for name, count in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
 def _callgrind(ctx: Context, path: str, cycles: int):
-    """(instructions per cycle, top functions by inclusive cost) for one path."""
+    """(instructions per cycle, top functions by inclusive cost, exclusive cost by bucket) for one path."""
     out = os.path.join(ctx.work_dir, f"callgrind.{path}.out")
     ctx.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--toggle-collect=*RunCycles*",
              ctx.binary(LABEL), f"--profile={path}", f"--profile_cycles={cycles}"],
@@ -31,8 +59,9 @@ def _callgrind(ctx: Context, path: str, cycles: int):
         for line in f:
             if line.startswith(("summary:", "totals:")):
                 total = int(line.split()[1])
-    top = []
+    top, buckets = [], {}
     if shutil.which("callgrind_annotate"):
+        buckets = _buckets(out, cycles)
         text = subprocess.run(["callgrind_annotate", "--inclusive=yes", out], capture_output=True, text=True).stdout
         with open(os.path.join(ctx.work_dir, f"callgrind.{path}.txt"), "w") as f:
             f.write(text)
@@ -41,7 +70,7 @@ def _callgrind(ctx: Context, path: str, cycles: int):
             if m and len(top) < 15:
                 top.append({"instructions_per_cycle": int(m.group(1).replace(",", "")) // cycles,
                             "percent": float(m.group(2)), "function": m.group(3).strip()[:160]})
-    return (total // cycles if total is not None else None), top
+    return (total // cycles if total is not None else None), top, buckets
 
 
 class ExceptionStateSection(Section):
@@ -94,12 +123,17 @@ class ExceptionStateSection(Section):
             cycles = 200 if ctx.quick else 1000
             profile = {"cycles": cycles}
             for path in ("raw", "vexstate"):
-                per_cycle, top = _callgrind(ctx, path, cycles)
-                profile[path] = {"instructions_per_cycle": per_cycle, "top_inclusive": top}
+                per_cycle, top, buckets = _callgrind(ctx, path, cycles)
+                profile[path] = {"instructions_per_cycle": per_cycle, "top_inclusive": top,
+                                 "exclusive_by_bucket": buckets}
             data["callgrind"] = profile
             rows.append(Row("callgrind instructions/cycle",
                             other=f"raw {profile['raw']['instructions_per_cycle']:,}, "
                                   f"vexstate {profile['vexstate']['instructions_per_cycle']:,}"))
+            if profile["vexstate"]["exclusive_by_bucket"]:
+                rows.append(Row("vexstate instructions/cycle by where they run",
+                                other=", ".join(f"{name} {count:,}" for name, count in
+                                                profile["vexstate"]["exclusive_by_bucket"].items())))
 
         before = ctx.baseline_section(self.name)
         if before:

@@ -5,6 +5,8 @@
 #include <sys/mman.h>
 
 #include <cstring>
+#include <string_view>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "vmm/kvm/ioctl.h"
@@ -82,41 +84,85 @@ absl::Status VcpuFd::SetLapic(const kvm_lapic_state& lapic) {
 }
 
 namespace {
-std::vector<uint8_t> MsrBuffer(const std::vector<uint32_t>& indices) {
-  std::vector<uint8_t> buf(sizeof(kvm_msrs) + indices.size() * sizeof(kvm_msr_entry), 0);
-  auto* msrs = reinterpret_cast<kvm_msrs*>(buf.data());
-  msrs->nmsrs = indices.size();
-  for (size_t i = 0; i < indices.size(); ++i) msrs->entries[i].index = indices[i];
-  return buf;
+
+// The kvm_msrs argument of KVM_GET_MSRS/KVM_SET_MSRS: a header, then one entry per MSR, held in
+// the object itself (on the caller's stack; KVM takes at most kMaxMsrsPerCall, 4 KiB). A heap
+// buffer per call (2 KiB for 32 MCE banks) cost a malloc + memset + free on every exception-state
+// capture and restore, and glibc consolidates its fastbins on every allocation of that size
+// (callgrind, bench/exception_state_bench.cc). Every field KVM reads is written: the header's pad
+// and each entry's reserved word are zeroed, the rest comes from the caller.
+class MsrBuffer {
+ public:
+  // `indices` must have passed CheckMsrBatch.
+  explicit MsrBuffer(absl::Span<const uint32_t> indices) {
+    kvm_msrs* const header = msrs();
+    header->nmsrs = static_cast<uint32_t>(indices.size());
+    header->pad = 0;
+    kvm_msr_entry* const entries = header->entries;
+    const uint32_t* const index = indices.data();
+    const size_t n = indices.size();
+    for (size_t i = 0; i < n; ++i) entries[i] = {index[i], 0, 0};
+  }
+  MsrBuffer(const MsrBuffer&) = delete;
+  MsrBuffer& operator=(const MsrBuffer&) = delete;
+
+  kvm_msrs* msrs() { return reinterpret_cast<kvm_msrs*>(bytes_); }
+
+ private:
+  // Deliberately left uninitialised: the constructor writes every byte KVM reads.
+  alignas(kvm_msrs) unsigned char bytes_[sizeof(kvm_msrs) + VcpuFd::kMaxMsrsPerCall * sizeof(kvm_msr_entry)];
+};
+
+// `values` is the number of values given or slots to fill (the count of `indices` when none).
+absl::Status CheckMsrBatch(size_t indices, size_t values, std::string_view what) {
+  if (indices > VcpuFd::kMaxMsrsPerCall) {
+    return absl::ResourceExhaustedError(absl::StrFormat("%s: %u MSRs in one call; KVM takes at most %u", what, indices,
+                                                        VcpuFd::kMaxMsrsPerCall));
+  }
+  if (indices != values) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %u MSR indices but %u value slots", what, indices, values));
+  }
+  return absl::OkStatus();
 }
+
 }  // namespace
 
-absl::StatusOr<int> VcpuFd::GetMsrsPrefix(const std::vector<uint32_t>& indices,
-                                          std::vector<uint64_t>* values) {
-  std::vector<uint8_t> buf = MsrBuffer(indices);
-  auto* msrs = reinterpret_cast<kvm_msrs*>(buf.data());
-  absl::StatusOr<int> n = Ioctl(fd_.get(), KVM_GET_MSRS, msrs, "KVM_GET_MSRS");
+absl::StatusOr<int> VcpuFd::GetMsrsPrefix(absl::Span<const uint32_t> indices, std::vector<uint64_t>* values) {
+  if (absl::Status s = CheckMsrBatch(indices.size(), indices.size(), "KVM_GET_MSRS"); !s.ok()) return s;
+  MsrBuffer buf(indices);
+  absl::StatusOr<int> n = Ioctl(fd_.get(), KVM_GET_MSRS, buf.msrs(), "KVM_GET_MSRS");
   if (!n.ok()) return n.status();
   values->resize(*n);
-  for (int i = 0; i < *n; ++i) (*values)[i] = msrs->entries[i].data;
+  for (int i = 0; i < *n; ++i) (*values)[i] = buf.msrs()->entries[i].data;
   return *n;
 }
 
-absl::Status VcpuFd::GetMsrs(const std::vector<uint32_t>& indices, std::vector<uint64_t>* values) {
-  absl::StatusOr<int> n = GetMsrsPrefix(indices, values);
+absl::Status VcpuFd::GetMsrs(absl::Span<const uint32_t> indices, std::vector<uint64_t>* values) {
+  values->resize(indices.size());
+  return GetMsrs(indices, absl::MakeSpan(*values));
+}
+
+absl::Status VcpuFd::GetMsrs(absl::Span<const uint32_t> indices, absl::Span<uint64_t> values) {
+  if (absl::Status s = CheckMsrBatch(indices.size(), values.size(), "KVM_GET_MSRS"); !s.ok()) return s;
+  MsrBuffer buf(indices);
+  absl::StatusOr<int> n = Ioctl(fd_.get(), KVM_GET_MSRS, buf.msrs(), "KVM_GET_MSRS");
   if (!n.ok()) return n.status();
   if (static_cast<size_t>(*n) != indices.size()) {
     return absl::InternalError(absl::StrFormat("KVM_GET_MSRS: read %d of %u MSRs, MSR 0x%x unreadable", *n,
                                                indices.size(), indices[*n]));
   }
+  const kvm_msr_entry* const entries = buf.msrs()->entries;
+  for (size_t i = 0; i < indices.size(); ++i) values[i] = entries[i].data;
   return absl::OkStatus();
 }
 
-absl::Status VcpuFd::SetMsrs(const std::vector<uint32_t>& indices, const std::vector<uint64_t>& values) {
-  std::vector<uint8_t> buf = MsrBuffer(indices);
-  auto* msrs = reinterpret_cast<kvm_msrs*>(buf.data());
-  for (size_t i = 0; i < indices.size(); ++i) msrs->entries[i].data = values[i];
-  absl::StatusOr<int> n = Ioctl(fd_.get(), KVM_SET_MSRS, msrs, "KVM_SET_MSRS");
+absl::Status VcpuFd::SetMsrs(absl::Span<const uint32_t> indices, absl::Span<const uint64_t> values) {
+  if (absl::Status s = CheckMsrBatch(indices.size(), values.size(), "KVM_SET_MSRS"); !s.ok()) return s;
+  MsrBuffer buf(indices);
+  kvm_msr_entry* const entries = buf.msrs()->entries;
+  for (size_t i = 0; i < indices.size(); ++i) entries[i].data = values[i];
+  absl::StatusOr<int> n = Ioctl(fd_.get(), KVM_SET_MSRS, buf.msrs(), "KVM_SET_MSRS");
   if (!n.ok()) return n.status();
   if (static_cast<size_t>(*n) != indices.size()) {
     return absl::InvalidArgumentError(absl::StrFormat("KVM_SET_MSRS: wrote %d of %u MSRs, MSR 0x%x = 0x%x refused",

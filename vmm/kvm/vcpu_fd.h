@@ -7,11 +7,13 @@
 #ifndef VEXSTATE_VMM_KVM_VCPU_FD_H_
 #define VEXSTATE_VMM_KVM_VCPU_FD_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "vmm/kvm/fd.h"
 #include "vmm/kvm/linux_kvm.h"
 
@@ -51,11 +53,20 @@ class VcpuFd {
   absl::Status GetLapic(kvm_lapic_state* lapic);
   absl::Status SetLapic(const kvm_lapic_state& lapic);
   // KVM_GET_MSRS / KVM_SET_MSRS. KVM stops at the first MSR it cannot access and returns how
-  // many it processed; anything short of all of them is an error naming that MSR.
-  absl::Status GetMsrs(const std::vector<uint32_t>& indices, std::vector<uint64_t>* values);
-  absl::Status SetMsrs(const std::vector<uint32_t>& indices, const std::vector<uint64_t>& values);
+  // many it processed; anything short of all of them is an error naming that MSR. At most
+  // kMaxMsrsPerCall per call (RESOURCE_EXHAUSTED beforehand otherwise, as KVM's E2BIG would be).
+  // The buffer KVM reads lives on the stack: the exception state's 131 machine-check MSRs are
+  // read and written on every capture and restore.
+  // arch/x86/kvm/x86.c msr_io() refuses nmsrs >= MAX_IO_MSRS (256) with E2BIG (seen here: 256
+  // fails, 255 works).
+  static constexpr size_t kMaxMsrsPerCall = 255;
+  absl::Status GetMsrs(absl::Span<const uint32_t> indices, std::vector<uint64_t>* values);
+  // `values` must have one slot per index (INVALID_ARGUMENT otherwise).
+  absl::Status GetMsrs(absl::Span<const uint32_t> indices, absl::Span<uint64_t> values);
+  // `values` must have one value per index (INVALID_ARGUMENT otherwise).
+  absl::Status SetMsrs(absl::Span<const uint32_t> indices, absl::Span<const uint64_t> values);
   // KVM_GET_MSRS, returning how many of `indices` (a prefix) were read.
-  absl::StatusOr<int> GetMsrsPrefix(const std::vector<uint32_t>& indices, std::vector<uint64_t>* values);
+  absl::StatusOr<int> GetMsrsPrefix(absl::Span<const uint32_t> indices, std::vector<uint64_t>* values);
   absl::Status GetDebugRegs(kvm_debugregs* regs);
   absl::Status SetDebugRegs(const kvm_debugregs& regs);
   absl::Status SetCpuid2(const std::vector<kvm_cpuid_entry2>& entries);

@@ -15,6 +15,9 @@ inline constexpr uint32_t kMsrMcgCtl = 0x17b;
 inline constexpr uint32_t kMsrMcgExtCtl = 0x4d0;
 // Bank i: MCi_CTL = 0x400 + 4i, then STATUS, ADDR, MISC.
 inline constexpr uint32_t kMsrMc0Ctl = 0x400;
+// The architectural maximum bank count: MCG_CAP[7:0] could say more, but the MCi MSRs end at
+// 0x47f (0x480 starts the VMX capability MSRs).
+inline constexpr uint32_t kMaxMceBanks = 32;
 inline constexpr uint32_t McCtlMsr(uint32_t bank) { return kMsrMc0Ctl + 4 * bank; }
 inline constexpr uint32_t McStatusMsr(uint32_t bank) { return kMsrMc0Ctl + 4 * bank + 1; }
 inline constexpr uint32_t McAddrMsr(uint32_t bank) { return kMsrMc0Ctl + 4 * bank + 2; }
@@ -22,7 +25,7 @@ inline constexpr uint32_t McMiscMsr(uint32_t bank) { return kMsrMc0Ctl + 4 * ban
 // True for any MSR in the machine-check range vexstate saves explicitly.
 inline constexpr bool IsMachineCheckMsr(uint32_t index) {
   return index == kMsrMcgCap || index == kMsrMcgStatus || index == kMsrMcgCtl || index == kMsrMcgExtCtl ||
-         (index >= kMsrMc0Ctl && index < kMsrMc0Ctl + 4 * 32);
+         (index >= kMsrMc0Ctl && index < kMsrMc0Ctl + 4 * kMaxMceBanks);
 }
 
 }  // namespace vexstate::x86

@@ -376,10 +376,10 @@ absl::Status DecodeDebugRegs(const v1::X86VcpuState& in, kvm_debugregs* out) {
 
 // ---------- exception state
 
-// The architectural maximum: MCG_CAP[7:0], and the MCi MSRs end at 0x47f.
-constexpr uint32_t kMaxBanks = 32;
-
-// One pass over the (index, value) pairs; any order, any subset.
+// One pass over the (index, value) pairs; any order, any subset. Runs on every
+// capture: presence is a bit per MSR and the bank values are only written, never
+// zero-filled (a zeroed table of 128 {present, value} pairs cost more than the
+// pass itself).
 void EncodeMachineCheck(const KvmExceptionState& in,
                         v1::X86ExceptionState* out) {
   struct Field {
@@ -387,19 +387,27 @@ void EncodeMachineCheck(const KvmExceptionState& in,
     uint64_t value = 0;
   };
   Field cap, status, ctl, ext_ctl;
-  Field banks[kMaxBanks][4];  // CTL, STATUS, ADDR, MISC
+  uint64_t bank_values[kMaxMceBanks][4];  // CTL, STATUS, ADDR, MISC
+  uint8_t bank_present[kMaxMceBanks] = {};  // bit r: bank_values[b][r] is set
   const size_t n = std::min(in.mce_indices.size(), in.mce_values.size());
+  const uint32_t* const msrs = in.mce_indices.data();
+  const uint64_t* const values = in.mce_values.data();
   for (size_t i = 0; i < n; ++i) {
-    const uint32_t msr = in.mce_indices[i];
-    Field* field = nullptr;
-    if (msr == kMsrMcgCap) field = &cap;
-    if (msr == kMsrMcgStatus) field = &status;
-    if (msr == kMsrMcgCtl) field = &ctl;
-    if (msr == kMsrMcgExtCtl) field = &ext_ctl;
-    if (msr >= kMsrMc0Ctl && msr < kMsrMc0Ctl + 4 * kMaxBanks) {
-      field = &banks[(msr - kMsrMc0Ctl) / 4][(msr - kMsrMc0Ctl) % 4];
+    const uint32_t msr = msrs[i];
+    const uint64_t value = values[i];
+    if (msr >= kMsrMc0Ctl && msr < kMsrMc0Ctl + 4 * kMaxMceBanks) {
+      const uint32_t bank = (msr - kMsrMc0Ctl) / 4, reg = (msr - kMsrMc0Ctl) % 4;
+      bank_values[bank][reg] = value;
+      bank_present[bank] |= 1u << reg;
+    } else if (msr == kMsrMcgCap) {
+      cap = {true, value};
+    } else if (msr == kMsrMcgStatus) {
+      status = {true, value};
+    } else if (msr == kMsrMcgCtl) {
+      ctl = {true, value};
+    } else if (msr == kMsrMcgExtCtl) {
+      ext_ctl = {true, value};
     }
-    if (field != nullptr) *field = {true, in.mce_values[i]};
   }
   if (!cap.present) return;
   v1::X86MachineCheckState* mc = out->mutable_machine_check();
@@ -408,26 +416,24 @@ void EncodeMachineCheck(const KvmExceptionState& in,
   if (ctl.present) mc->set_mcg_ctl(ctl.value);
   if (ext_ctl.present) mc->set_mcg_ext_ctl(ext_ctl.value);
   const uint32_t count =
-      std::min<uint32_t>(cap.value & kMcgCapCountMask, kMaxBanks);
+      std::min<uint32_t>(cap.value & kMcgCapCountMask, kMaxMceBanks);
   mc->mutable_banks()->Reserve(count);  // not 6 regrowths for 32 banks
   for (uint32_t b = 0; b < count; ++b) {
-    const Field* f = banks[b];
-    if (!f[0].present || !f[1].present || !f[2].present || !f[3].present) {
-      continue;
-    }
+    if (bank_present[b] != 0xf) continue;  // a bank needs all four MSRs
+    const uint64_t* f = bank_values[b];
     v1::X86MachineCheckBank* bank = mc->add_banks();
     bank->set_index(b);
-    bank->set_ctl(f[0].value);
-    bank->set_status(f[1].value);
-    bank->set_addr(f[2].value);
-    bank->set_misc(f[3].value);
+    bank->set_ctl(f[0]);
+    bank->set_status(f[1]);
+    bank->set_addr(f[2]);
+    bank->set_misc(f[3]);
   }
 }
 
 absl::Status DecodeMachineCheck(const v1::X86MachineCheckState& mc,
                                 const ExceptionTarget& target,
-                                std::vector<uint32_t>* indices,
-                                std::vector<uint64_t>* values) {
+                                decltype(KvmExceptionState::mce_indices)* indices,
+                                decltype(KvmExceptionState::mce_values)* values) {
   if (mc.mcg_cap() != target.mcg_cap) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "machine_check.mcg_cap: the state has MCG_CAP 0x%x (%u banks), this "
@@ -438,15 +444,19 @@ absl::Status DecodeMachineCheck(const v1::X86MachineCheckState& mc,
   }
   const uint64_t cap = target.mcg_cap;
   const uint32_t bank_count =
-      std::min<uint32_t>(cap & kMcgCapCountMask, kMaxBanks);
-  indices->clear();
-  values->clear();
-  // MCG_STATUS, MCG_CTL, MCG_EXT_CTL and four per bank: one allocation each.
-  indices->reserve(3 + 4 * static_cast<size_t>(mc.banks_size()));
-  values->reserve(3 + 4 * static_cast<size_t>(mc.banks_size()));
+      std::min<uint32_t>(cap & kMcgCapCountMask, kMaxMceBanks);
+  // Sized for the most MSRs there can be, trimmed at the end: at most
+  // kMaxMceBanks banks get past the index and duplicate checks, so `n` never
+  // exceeds kMaxMachineCheckMsrs - 1 (MCG_CAP is never written).
+  indices->resize(kMaxMachineCheckMsrs);
+  values->resize(kMaxMachineCheckMsrs);
+  uint32_t* const msr_out = indices->data();
+  uint64_t* const value_out = values->data();
+  size_t n = 0;
   auto add = [&](uint32_t msr, uint64_t value) {
-    indices->push_back(msr);
-    values->push_back(value);
+    msr_out[n] = msr;
+    value_out[n] = value;
+    ++n;
   };
   add(kMsrMcgStatus, mc.mcg_status());
   // KVM (set_msr_mce): MCG_CTL exists only with MCG_CAP.CTL_P and holds 0 or
@@ -482,8 +492,8 @@ absl::Status DecodeMachineCheck(const v1::X86MachineCheckState& mc,
   }
   // Bit i: bank i seen. A bitmask, not a std::set: this runs on every
   // restore (bench/exception_state_bench.cc measures it), and bank indices
-  // are below kMaxBanks (32) once the range check below has passed.
-  static_assert(kMaxBanks <= 64);
+  // are below kMaxMceBanks (32) once the range check below has passed.
+  static_assert(kMaxMceBanks <= 64);
   uint64_t seen = 0;
   for (int i = 0; i < mc.banks_size(); ++i) {
     const v1::X86MachineCheckBank& bank = mc.banks(i);
@@ -514,6 +524,8 @@ absl::Status DecodeMachineCheck(const v1::X86MachineCheckState& mc,
     add(McAddrMsr(bank.index()), bank.addr());
     add(McMiscMsr(bank.index()), bank.misc());
   }
+  indices->resize(n);
+  values->resize(n);
   return absl::OkStatus();
 }
 
@@ -680,7 +692,7 @@ absl::Status ValidateMpState(uint32_t mp_state) {
 
 std::vector<uint32_t> MachineCheckMsrIndices(uint64_t mcg_cap) {
   const uint32_t banks =
-      std::min<uint32_t>(mcg_cap & kMcgCapCountMask, kMaxBanks);
+      std::min<uint32_t>(mcg_cap & kMcgCapCountMask, kMaxMceBanks);
   std::vector<uint32_t> out;
   out.reserve(4 + 4 * banks);  // called on every capture: one allocation
   out.push_back(kMsrMcgCap);

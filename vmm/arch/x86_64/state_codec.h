@@ -31,12 +31,14 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "vexstate/v1/exception_state.pb.h"
 #include "vexstate/v1/vcpu_state.pb.h"
 #include "vmm/arch/x86_64/mce_decode.h"
+#include "vmm/arch/x86_64/msr_index.h"
 #include "vmm/kvm/linux_kvm.h"
 
 namespace vexstate::x86 {
@@ -97,15 +99,21 @@ absl::Status ValidateMpState(uint32_t mp_state);
 // starts the VMX capability MSRs).
 std::vector<uint32_t> MachineCheckMsrIndices(uint64_t mcg_cap);
 
+// The most machine-check MSRs a vCPU can have: MCG_CAP, MCG_STATUS, MCG_CTL,
+// MCG_EXT_CTL and four per bank.
+inline constexpr size_t kMaxMachineCheckMsrs = 4 + 4 * kMaxMceBanks;
+
 // One vCPU's exception state in KVM's terms.
 struct KvmExceptionState {
   kvm_vcpu_events events{};
   // Parallel vectors: on encode, any subset of MachineCheckMsrIndices(); on
   // decode, the machine-check MSRs to write with KVM_SET_MSRS, in order (never
   // MCG_CAP, which only KVM_X86_SETUP_MCE sets). Empty when the proto has no
-  // machine_check.
-  std::vector<uint32_t> mce_indices;
-  std::vector<uint64_t> mce_values;
+  // machine_check. Inline storage for all of them: capture and restore fill
+  // these on every call, and two heap vectors of this size cost more than the
+  // conversion itself (bench/exception_state_bench.cc, callgrind).
+  absl::InlinedVector<uint32_t, kMaxMachineCheckMsrs> mce_indices;
+  absl::InlinedVector<uint64_t, kMaxMachineCheckMsrs> mce_values;
 };
 
 // Builds the proto from KVM_GET_VCPU_EVENTS and the values of the machine-check

@@ -500,7 +500,8 @@ TEST(StateCodecTest, MachineCheckMsrIndices) {
 KvmExceptionState WithBanks(uint64_t mcg_cap) {
   KvmExceptionState kvm;
   kvm.events = GetLikeEvents();
-  kvm.mce_indices = MachineCheckMsrIndices(mcg_cap);
+  const std::vector<uint32_t> indices = MachineCheckMsrIndices(mcg_cap);
+  kvm.mce_indices.assign(indices.begin(), indices.end());
   for (uint32_t msr : kvm.mce_indices) {
     uint64_t v = 0;
     if (msr == kMsrMcgCap) v = mcg_cap;
@@ -544,10 +545,10 @@ TEST(StateCodecTest, MachineCheckRoundTrip) {
       DecodeExceptionState(proto, {kMcgCap, false});
   ASSERT_TRUE(out.ok()) << out.status();
   // Everything but MCG_CAP, in capture order.
-  std::vector<uint32_t> expected_idx(kvm.mce_indices.begin() + 1,
-                                     kvm.mce_indices.end());
-  std::vector<uint64_t> expected_val(kvm.mce_values.begin() + 1,
-                                     kvm.mce_values.end());
+  decltype(kvm.mce_indices) expected_idx(kvm.mce_indices.begin() + 1,
+                                         kvm.mce_indices.end());
+  decltype(kvm.mce_values) expected_val(kvm.mce_values.begin() + 1,
+                                        kvm.mce_values.end());
   EXPECT_EQ(out->mce_indices, expected_idx);
   EXPECT_EQ(out->mce_values, expected_val);
   KvmExceptionState back = *out;

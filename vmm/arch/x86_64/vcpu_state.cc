@@ -221,6 +221,7 @@ absl::StatusOr<VcpuStateContext> ProbeVcpuStateContext(
   }
   context.mce_bank_count = mce_bank_count;
   context.mcg_cap = mcg_cap[0];
+  context.mce_msr_indices = MachineCheckMsrIndices(context.mcg_cap);
 
   kvm_vcpu_events events = {};
   if (absl::Status s = vcpu.GetVcpuEvents(&events); !s.ok()) return s;
@@ -239,8 +240,11 @@ absl::StatusOr<v1::X86ExceptionState> CaptureExceptionState(
     kvm::VcpuFd& vcpu, const VcpuStateContext& context) {
   KvmExceptionState state;
   if (absl::Status s = vcpu.GetVcpuEvents(&state.events); !s.ok()) return s;
-  state.mce_indices = MachineCheckMsrIndices(context.mcg_cap);
-  if (absl::Status s = vcpu.GetMsrs(state.mce_indices, &state.mce_values);
+  state.mce_indices.assign(context.mce_msr_indices.begin(),
+                           context.mce_msr_indices.end());
+  state.mce_values.resize(state.mce_indices.size());
+  if (absl::Status s =
+          vcpu.GetMsrs(state.mce_indices, absl::MakeSpan(state.mce_values));
       !s.ok()) {
     return Annotate(s, "reading the machine-check MSRs");
   }

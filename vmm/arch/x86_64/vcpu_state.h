@@ -69,6 +69,8 @@ struct VcpuStateContext {
   uint32_t mce_bank_count = 0;
   // MCG_CAP as the probed vCPU reports it after KVM_X86_SETUP_MCE.
   uint64_t mcg_cap = 0;
+  // MachineCheckMsrIndices(mcg_cap): what every capture reads, worked out once.
+  std::vector<uint32_t> mce_msr_indices;
   // KVM_CHECK_EXTENSION(KVM_CAP_X86_SMM) on the VM fd.
   bool smm_supported = false;
 };
