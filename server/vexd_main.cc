@@ -69,6 +69,7 @@
 #include "server/state_dir.h"
 #include "server/supervisor.h"
 #include "server/vm_service.h"
+#include "server/worker/rpc_tuning.h"
 #include "server/worker/socket_path.h"
 
 ABSL_FLAG(std::string, state_dir, "",
@@ -143,6 +144,7 @@ int Run(int argc, char** argv) {
       "  vexd [--state_dir DIR] [--listen unix:PATH|tcp:HOST:PORT ...] [--tokens FILE] [--worker_binary PATH]\n"
       "       [--tls_cert PEM --tls_key PEM [--tls_client_ca PEM]] [--insecure_tcp]");
   absl::ParseCommandLine(argc, argv);
+  worker::TuneDaemonProcess();
   // Every file and socket vexd creates is its user's alone.
   umask(077);
   signal(SIGPIPE, SIG_IGN);
@@ -229,6 +231,7 @@ int Run(int argc, char** argv) {
   builder.RegisterService(&snapshot_service);
   builder.RegisterService(&event_service);
   builder.RegisterService(&migration_service);
+  worker::ConfigureSyncServer(builder);
   absl::StatusOr<std::unique_ptr<MigrationPeerServer>> peer =
       MigrationPeerServer::Start(absl::GetFlag(FLAGS_migration_listen), migration_options.tls_dir, supervisor->get());
   if (!peer.ok()) {

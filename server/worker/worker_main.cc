@@ -55,6 +55,7 @@
 #include "migration/tls.h"
 #include "server/worker/console_mirror.h"
 #include "server/worker/read_file.h"
+#include "server/worker/rpc_tuning.h"
 #include "server/worker/socket_path.h"
 #include "server/worker/worker_service.h"
 #include "server/worker/worker_vm.h"
@@ -211,6 +212,7 @@ int Run(int argc, char** argv) {
       "  vexd_worker --socket=PATH --config_file=FILE [--name=NAME] [--start]\n"
       "  vexd_worker --socket=PATH --restore_file=FILE [--name=NAME] [--allow_degrade] [--resume]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  TuneDaemonProcess();
   gpr_set_log_function(GrpcLog);
   // vexd may die or close its end of our stdout: neither is a reason to stop the VM.
   signal(SIGHUP, SIG_IGN);
@@ -233,6 +235,7 @@ int Run(int argc, char** argv) {
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix:" + socket_path, grpc::InsecureServerCredentials());
   builder.RegisterService(&service);
+  ConfigureSyncServer(builder);
   // Only vexd's user may connect: the socket is created 0600 (umask) and checked after.
   const mode_t old_umask = umask(0177);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
