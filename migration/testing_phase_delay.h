@@ -11,7 +11,7 @@
 //   PREPARE        vexd, after the destination answered Prepare (its incoming worker exists)
 //   PRECOPY        the source worker, once pre-copy has sent pages (after round 0)
 //   STOP_AND_COPY  the source worker, right after the VM was paused for the last pages
-//   FINISH         vexd, after commit_sent was journalled, before Finish(commit) is sent
+//   FINISH         vexd, after the verdict (the commit intent is journalled), before Finish(commit)
 // Every hold is announced on stderr (the vexd or worker log), so a log never hides it. A
 // malformed value is announced the same way and ignored. Never set it in production.
 //

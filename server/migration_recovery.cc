@@ -1,8 +1,11 @@
 // MigrationServiceImpl's settling of the outgoing migrations a restarted vexd finds in its
 // journal (header comment of migration_service.h). The exactly-once rule (SPEC §4.1,
 // proto/vexstate/v1/migration.proto) decides each branch: once Finish(commit) may have reached
-// the destination (commit_sent is journalled before it is sent), only the destination's answer
-// releases the VM here; before that, the destination can never run its copy.
+// the destination (the commit intent, commit_sent, is journalled before it is sent: at
+// stop-and-copy), only the destination's answer releases the VM here; before that, the
+// destination can never run its copy. A journalled intent whose Finish(commit) never went out
+// is settled the same way: the destination commits only a copy it verified, and answers FAILED
+// (and discards) when it holds none, e.g. while the final state is still on its way.
 #include <algorithm>
 #include <utility>
 
@@ -22,8 +25,10 @@ constexpr absl::Duration kFirstRetry = absl::Seconds(1);
 constexpr absl::Duration kMaxRetry = absl::Seconds(30);
 
 std::string Describe(const v1::MigrationJournal& journal) {
-  return absl::StrFormat("migration %s to %s (phase %s, Finish(commit) %s)", journal.migration_id(), journal.peer(),
-                         v1::MigrationPhase_Name(journal.phase()), journal.commit_sent() ? "sent" : "never sent");
+  return absl::StrFormat("migration %s to %s (phase %s, %s)", journal.migration_id(), journal.peer(),
+                         v1::MigrationPhase_Name(journal.phase()),
+                         journal.commit_sent() ? "commit intent journalled: Finish(commit) may have been sent"
+                                               : "Finish(commit) never sent");
 }
 
 }  // namespace
@@ -149,7 +154,7 @@ void MigrationServiceImpl::SettleCommitted(const std::string& vm, v1::MigrationJ
       // Exactly once: nobody can say whether the destination runs the VM: never risk running it
       // twice. Paused and listed here, saying why, until the destination answers.
       const std::string why = absl::StrCat("outcome unknown: kept paused here; migration ", id, " to ", peer_address,
-                                           " had sent Finish(commit) and the destination has not settled it (",
+                                           " had journalled its commit intent and the destination has not settled it (",
                                            verdict.status().message(), "); vexd keeps asking");
       journal.set_unsettled(why);
       supervisor_.JournalMigration(vm, journal).IgnoreError();

@@ -49,6 +49,10 @@ class MigrationServiceImpl::Run {
   // is settled or settle_timeout passed. NotFound/Unavailable... when nobody could say.
   absl::StatusOr<v1::FinishResponse> Settle(bool commit);
   absl::Status Journal(v1::MigrationPhase phase, bool commit_sent);
+  // Makes the commit intent (MigrationJournal.commit_sent) durable, once: normally when
+  // stop-and-copy begins, so that its fsync overlaps the last pages and the destination's
+  // verification instead of delaying Finish(commit). True when it is on disk.
+  bool JournalCommitIntent(v1::MigrationPhase phase);
   // Tells the destination to discard when the final state was never sent (best effort).
   void FinishBeforeFinalState();
   // The fault-injection window of Options::testing_delay_before_* (nothing when zero).
@@ -66,6 +70,11 @@ class MigrationServiceImpl::Run {
   std::unique_ptr<PeerClient> peer_;
   v1::PrepareResponse prepared_;
   v1::MigrateOutDone done_;
+  // The commit intent: written_ once a write was tried (the record on disk may hold it, even if
+  // the write reported an error), durable_ once it succeeded, at journaled_.
+  bool intent_written_ = false;
+  bool intent_durable_ = false;
+  absl::Time intent_journaled_ = absl::InfinitePast();
   // TEST-ONLY (migration/testing_phase_delay.h): inactive unless its environment variable is set.
   migration::TestingPhaseDelay testing_delay_ = migration::TestingPhaseDelay::FromEnvironment();
 };
@@ -116,6 +125,21 @@ absl::Status MigrationServiceImpl::Run::Journal(v1::MigrationPhase phase, bool c
     journal.set_commit_sent(commit_sent);
   }
   return service_.supervisor_.JournalMigration(vm_, journal);
+}
+
+bool MigrationServiceImpl::Run::JournalCommitIntent(v1::MigrationPhase phase) {
+  if (intent_written_) return intent_durable_;
+  intent_written_ = true;
+  absl::Status written = Journal(phase, /*commit_sent=*/true);
+  if (!written.ok()) {
+    Log("migration %s of VM %s: journalling the commit intent: %s", id_, vm_, written.message());
+    return false;
+  }
+  intent_durable_ = true;
+  intent_journaled_ = absl::Now();
+  // Tests (fault_recovery_test) wait for this line to act in the window it opens.
+  Log("migration %s of VM %s: commit intent journalled (%s)", id_, vm_, v1::MigrationPhase_Name(phase));
+  return true;
 }
 
 absl::StatusOr<v1::FinishResponse> MigrationServiceImpl::Run::Finish(bool commit, absl::Duration timeout) {
@@ -213,6 +237,14 @@ v1::MigrationResult MigrationServiceImpl::Run::Go() {
         got_done = true;
       } else {
         Forward(update.progress());
+        // The VM is paused and the last pages go out: journal the commit intent now, while they
+        // and the final state travel and the destination verifies them, so that Finish(commit)
+        // can follow the verdict at once. Exactly once still holds (SPEC §4.1): the destination
+        // commits only a verified copy, and a copy that is not committed is resumed here only
+        // after the destination confirmed the discard or the intent was cleared (AfterFinalState).
+        if (update.progress().phase() == v1::MIGRATION_STOP_AND_COPY && !Cancelled()) {
+          JournalCommitIntent(v1::MIGRATION_STOP_AND_COPY);
+        }
       }
     }
     grpc::Status rpc = reader->Finish();
@@ -229,7 +261,9 @@ v1::MigrationResult MigrationServiceImpl::Run::Go() {
   }
   if (done_.code() != 0 && !done_.final_state_sent()) {
     // Exactly once: the final state never left the source worker, so the destination cannot
-    // run the VM (it commits only a verified transfer: final state + digest).
+    // run the VM (it commits only a verified transfer: final state + digest). A commit intent
+    // journalled at stop-and-copy changes nothing: a restarted vexd's Finish(commit) would be
+    // answered FAILED.
     FinishBeforeFinalState();
     if (done_.paused_by_source() && !done_.resumed_by_source()) {
       // The engine paused the VM (stop-and-copy) and could not resume it: resume it here.
@@ -274,10 +308,10 @@ v1::MigrationResult MigrationServiceImpl::Run::AfterFinalState(const v1::Migrate
       active_->commit_sent = true;  // CancelMigration is refused from here on
     }
   }
-  // Exactly once: commit_sent is durable before Finish(commit) can reach the destination; a
-  // journal that cannot be written turns the commit into a discard.
-  if (commit && !Journal(v1::MIGRATION_FINISH, /*commit_sent=*/true).ok()) commit = false;
-  const absl::Time journaled = absl::Now();
+  // Exactly once: the commit intent is durable before Finish(commit) can reach the destination
+  // (normally journalled at stop-and-copy; here if that progress never arrived); a journal that
+  // cannot be written turns the commit into a discard.
+  if (commit && !JournalCommitIntent(v1::MIGRATION_FINISH)) commit = false;
   Progress(v1::MIGRATION_FINISH);
   testing_delay_.At(v1::MIGRATION_FINISH);
   if (commit) TestingDelay("Finish(commit)", service_.options_.testing_delay_before_finish);
@@ -288,10 +322,22 @@ v1::MigrationResult MigrationServiceImpl::Run::AfterFinalState(const v1::Migrate
   const absl::Time finished = absl::Now();
   if (!verdict.ok() && !commit) {
     // The destination did not answer Finish(discard) (e.g. the link is cut), but Finish(commit)
-    // was never sent, and commit_sent is not journalled: the destination never runs a VM before
-    // Finish(commit) (the exactly-once rule, proto/vexstate/v1/migration.proto; SPEC §4.1), and
-    // nobody will ever send it. So the VM may run here again, even though its final state may
-    // have reached the destination.
+    // was never sent: the destination never runs a VM before Finish(commit) (the exactly-once
+    // rule, proto/vexstate/v1/migration.proto; SPEC §4.1). Once the journal no longer holds the
+    // commit intent nobody will ever send it, so the VM may run here again, even though its
+    // final state may have reached the destination. The intent must be gone first: a vexd
+    // restarted later would settle it by sending Finish(commit), which a destination holding a
+    // verified copy (the link may have broken after it verified) would honour. The record
+    // stays, pre-commit, until the VM runs here (a restarted vexd resumes it: SettlePreCommit).
+    if (intent_written_) {
+      if (absl::Status withdrawn = Journal(v1::MIGRATION_FINISH, /*commit_sent=*/false); !withdrawn.ok()) {
+        return Fail(v1::MIGRATION_FAILED,
+                    absl::StrCat("outcome unknown: source kept paused (migration ", id_,
+                                 "; the destination could not be told to discard: ", verdict.status().message(),
+                                 "; the commit intent could not be withdrawn from the journal: ", withdrawn.message(),
+                                 "; a restarted vexd settles it with the destination)"));
+      }
+    }
     Progress(v1::MIGRATION_CONFIRM);
     if (absl::Status s = Confirm(/*committed=*/false); !s.ok()) {
       return Fail(v1::MIGRATION_FAILED,
@@ -347,7 +393,7 @@ v1::MigrationResult MigrationServiceImpl::Run::AfterFinalState(const v1::Migrate
   result.set_memory_sha256(verdict->memory_sha256());
   v1::MigrationTimings& timings = *result.mutable_timings();
   timings = done.timings();
-  timings.set_commit_journaled_unix_ns(absl::ToUnixNanos(journaled));
+  timings.set_commit_journaled_unix_ns(absl::ToUnixNanos(intent_journaled_));
   timings.set_destination_resumed_unix_ns(verdict->resumed_unix_ns());
   timings.set_finished_unix_ns(absl::ToUnixNanos(finished));
   return result;

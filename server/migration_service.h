@@ -14,14 +14,18 @@
 // Exactly once (SPEC §4.1; the rule in migration.proto): the destination never runs a VM before
 // Finish(commit). After MigrateOut sent the final state, the source worker holds the VM paused
 // until vexd confirms the outcome (ConfirmMigrateOut). The phase is journalled
-// (VmRecord.migration) and commit_sent is written BEFORE Finish(commit) is sent.
+// (VmRecord.migration), and so is the commit intent (commit_sent) BEFORE Finish(commit) is
+// sent: as soon as the worker reports stop-and-copy, so that the fsync overlaps the last pages
+// and the destination's verification instead of delaying Finish(commit).
 //  * Finish(commit) sent: the VM is released only by the peer's answer (COMPLETED: stopped
 //    here; FAILED/CANCELLED to Finish or QueryIncoming: resumed here). When the peer cannot be
 //    reached to settle it, the VM stays paused and the result says "outcome unknown: source
 //    kept paused".
 //  * Finish(commit) never sent (the transfer failed, or was cancelled): vexd sends one
-//    best-effort Finish(false) and resumes the VM here whatever the answer (a cut link): nobody
-//    will ever send Finish(commit), so the destination can never run its copy.
+//    best-effort Finish(false) and resumes the VM here once the destination confirmed the
+//    discard, or, without an answer (a cut link), once the commit intent is withdrawn from the
+//    journal: nobody will ever send Finish(commit), so the destination can never run its copy.
+//    (If the intent cannot be withdrawn, the VM stays paused: "outcome unknown".)
 //  * The final state never sent: the same, and the worker already resumed the VM (if it could
 //    not, ConfirmMigrateOut(false) does).
 //
@@ -32,8 +36,9 @@
 // A vexd restarted mid-migration (migration_recovery.cc; RecoverJournaled, in the background so
 // that start-up never waits for the peer): each outgoing migration in the journal is settled
 // with the destination over the same mutual TLS, and shows in QueryMigration meanwhile.
-//  * commit_sent: QueryIncoming (and Finish(commit) again while the destination holds a verified
-//    copy), retried with backoff. COMPLETED: the source worker stops the VM and vexd forgets it.
+//  * commit_sent (the intent): Finish(commit) again (the destination commits a verified copy,
+//    answers a settled one from its record, and discards an unverified one: FAILED), then
+//    QueryIncoming, retried with backoff. COMPLETED: the source worker stops the VM and vexd forgets it.
 //    FAILED/CANCELLED: the VM resumes here (if the migration paused it) and the journal entry is
 //    cleared. No answer within settle_timeout: the VM stays paused and listed, its error says
 //    "outcome unknown" and why, and vexd keeps asking until it gets an answer.
@@ -79,7 +84,8 @@ class MigrationServiceImpl final : public v1::MigrationService::Service {
     absl::Duration settle_timeout = absl::Seconds(20);
     // FAULT INJECTION, for tests only (vexd's --testing_delay_before_finish_ms and
     // --testing_delay_before_confirm_ms; zero, the default, disables them): how long a migration
-    // waits, with a log line, after commit_sent is journalled and before Finish(commit) is sent,
+    // waits, with a log line, after the destination verified the copy (the commit intent is
+    // journalled) and before Finish(commit) is sent,
     // and after the destination committed and before the source worker is told.
     absl::Duration testing_delay_before_finish = absl::ZeroDuration();
     absl::Duration testing_delay_before_confirm = absl::ZeroDuration();

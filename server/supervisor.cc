@@ -114,8 +114,8 @@ void Supervisor::Recover(v1::VmRecord record) {
   if (vm->record.has_migration() && vm->record.migration().commit_sent()) {
     // Exactly once: the destination may run this VM. Its worker is gone, so nothing runs here
     // either way; MigrationServiceImpl settles the record with the destination.
-    Log("VM %s: migration %s to %s had sent Finish(commit) and the worker is gone: to be settled with the "
-        "destination",
+    Log("VM %s: migration %s (peer %s) was journalled as committing and the worker is gone: to be settled with "
+        "the destination",
         name, vm->record.migration().migration_id(), vm->record.migration().peer());
   }
   if (last_state == v1::VM_STOPPED || last_state == v1::VM_CRASHED) {

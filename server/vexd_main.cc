@@ -95,7 +95,8 @@ ABSL_FLAG(uint32_t, max_mce_banks, 0, "give VMs created or received here at most
 // Fault injection for tests (tests/migration/fault_recovery_test.py); off (0) by default.
 ABSL_FLAG(uint32_t, testing_delay_before_finish_ms, 0,
           "TESTS ONLY (fault injection): a migration from this vexd waits this long, with a log line, after "
-          "commit_sent is journalled and before Finish(commit) is sent (0 = off)");
+          "the destination verified the copy (the commit intent is journalled) and before Finish(commit) is "
+          "sent (0 = off)");
 ABSL_FLAG(uint32_t, testing_delay_before_confirm_ms, 0,
           "TESTS ONLY (fault injection): a migration from this vexd waits this long, with a log line, after the "
           "destination committed and before the source worker is told (0 = off)");

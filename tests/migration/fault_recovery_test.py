@@ -11,8 +11,14 @@ Scenarios:
                                       verified, before Finish(commit) was sent
   src_vexd_killed_before_confirm      source vexd SIGKILLed after the destination committed,
                                       before Confirm; restarted, it settles: VM on destination
-  src_vexd_killed_before_finish       source vexd SIGKILLed after commit_sent was journalled,
-                                      before Finish(commit); restarted, it commits: destination
+  src_vexd_killed_before_finish       source vexd SIGKILLed after the destination verified (the
+                                      commit intent is journalled), before Finish(commit);
+                                      restarted, it commits: destination
+  src_vexd_killed_before_verified     source vexd SIGKILLed after the commit intent was journalled
+                                      at stop-and-copy, while the last pages are held back (so
+                                      the destination has not verified); restarted, its
+                                      Finish(commit) is answered FAILED (nothing verified to
+                                      commit), the copy is discarded and the VM resumes here
   src_vexd_killed_during_precopy      source vexd SIGKILLed in pre-copy; restarted, it discards
                                       the destination's copy and resumes the VM here
   dst_vexd_restarted_uncommitted      destination vexd SIGKILLed and restarted while the source
@@ -26,7 +32,9 @@ Scenarios:
 Deterministic windows come from vexd's test-only fault-injection flags
 --testing_delay_before_finish_ms / --testing_delay_before_confirm_ms (off by default): the
 source vexd logs "testing: migration ... waiting N ms before <step>" and waits; the test acts in
-that window. Timings of each scenario are printed. Needs root (ip netns) and real KVM. Writes a
+that window. The stop-and-copy window uses VEXSTATE_TESTING_PHASE_DELAY=STOP_AND_COPY:MS
+(migration/testing_phase_delay.h) in the source vexd's environment: its worker holds the last
+pages back after reporting stop-and-copy. Timings of each scenario are printed. Needs root (ip netns) and real KVM. Writes a
 JUnit XML report to $XML_OUTPUT_FILE.
 """
 import os
@@ -36,9 +44,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lab_support import (NMI_HOLD_MASK, WORKLOAD, check, exc_reports, expect_memory_intact,  # noqa: E402
-                         hold_nmi_and_make_one_pending, last_sequence, parse_migration, paused_events,
-                         release_nmi_and_expect_once, run_scenarios)
+from lab_support import (NMI_HOLD_MASK, PHASE_DELAY, WORKLOAD, check, exc_reports, expect_memory_intact,  # noqa: E402
+                         hold_nmi_and_make_one_pending, journal_holds, last_sequence, migration_id_of,
+                         parse_migration, paused_events, release_nmi_and_expect_once, run_scenarios)
 
 # The fault-injection window: long enough to kill and restart a vexd in it.
 DELAY_MS = 8000
@@ -209,6 +217,46 @@ def test_src_vexd_killed_before_finish(lab, src, src_fin, src_conf, dst):
     src_vexd_killed_in_window(src_fin, dst, "k-fin", "Finish(commit)")
 
 
+def test_src_vexd_killed_before_verified(lab, src, src_fin, src_conf, dst):
+    """The commit intent is journalled when stop-and-copy begins, before the destination verified
+    anything; the source vexd dies right then. Restarted, it settles the intent by sending
+    Finish(commit), and the destination, which holds no verified copy, answers FAILED and discards:
+    the VM resumes here. (The counterpart, src_vexd_killed_before_finish, dies after the
+    destination verified: there the same Finish(commit) commits.)"""
+    vm = "k-intent"
+    # Its own source: the hook holds every migration of its workers at stop-and-copy.
+    src_x = lab.add_host("src", name="src-intent", env={PHASE_DELAY: f"STOP_AND_COPY:{DELAY_MS}"})
+    try:
+        start_witness(src_x, vm)
+        since = src_x.log_size()
+        migration = Migration(src_x, vm, dst, "--max-downtime-ms", "300")
+        src_x.wait_log(f"of VM {vm}: commit intent journalled (MIGRATION_STOP_AND_COPY)", since)
+        held = time.time()
+        src_x.kill()
+        migrated = migration.wait()
+        mid = migration_id_of(migrated)
+        check(journal_holds(src_x, vm, mid), "the killed source's journal does not hold the migration")
+        since = src_x.log_size()
+        dst_since = dst.log_size()
+        src_x.start()
+        line = src_x.wait_log(f"VM {vm}: migration", since, timeout=60)
+        check("was interrupted by a vexd restart" in line and "commit intent journalled" in line,
+              f"the restarted source did not find the commit intent: {line}")
+        dst.wait_log(f"VM {vm}: incoming migration {mid} discarded", dst_since, timeout=60)
+        discarded = time.time() - held
+        # Discarded while the source worker still held the last pages back: the destination
+        # had verified nothing (else this run would not test the window).
+        check(discarded < DELAY_MS / 1000 - 1, f"discarded {discarded:.1f} s after the hold began: too close to its end")
+        # The worker ends its transfer when the hold ends; only then is the VM resumed here.
+        line = src_x.wait_log("settled after a vexd restart: MIGRATION_FAILED", since, timeout=60)
+        note("source vexd -9 at stop-and-copy", f"discarded by the destination after {discarded:.1f} s; " +
+             line.split(": ", 2)[-1][:100], time.time() - held)
+        expect_on_exactly(src_x, dst, vm)
+        check(not journal_holds(src_x, vm, mid), "the settled migration is still journalled")
+    finally:
+        src_x.stop()
+
+
 def test_src_vexd_killed_during_precopy(lab, src, src_fin, src_conf, dst):
     vm = "k-srcpre"
     start_witness(src, vm)
@@ -276,6 +324,7 @@ TESTS = [
     test_dst_worker_killed_after_final_state,
     test_src_vexd_killed_before_confirm,
     test_src_vexd_killed_before_finish,
+    test_src_vexd_killed_before_verified,
     test_src_vexd_killed_during_precopy,
     test_dst_vexd_restarted_uncommitted,
     test_outcome_unknown_until_destination_returns,

@@ -31,14 +31,13 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lab_support import (MC_ARGS, MC_STATUS, NMI_HOLD_MASK, WORKLOAD, Failure, check, exc_reports,  # noqa: E402
-                         hold_nmi_and_make_one_pending, last_sequence, parse_migration,
-                         release_nmi_and_expect_once, run_scenarios, runfile, vec)
+from lab_support import (CORRUPT_RUN, MC_ARGS, MC_STATUS, NMI_HOLD_MASK, PHASE_DELAY, WORKLOAD, Failure,  # noqa: E402
+                         check, exc_reports, hold_nmi_and_make_one_pending, journal_holds, last_sequence,
+                         migration_id_of, parse_migration, release_nmi_and_expect_once, run_scenarios, runfile,
+                         vec)
 
 PEER_CLIENT = runfile("tests/migration/peer_client")
 
-PHASE_DELAY = "VEXSTATE_TESTING_PHASE_DELAY"
-CORRUPT_RUN = "VEXSTATE_TESTING_CORRUPT_RUN"
 HOLD_MS = 3000  # how long the hook holds a phase: the test needs well under a second to cancel
 
 
@@ -268,8 +267,13 @@ def corrupted_chunk(lab, dst, hook, flags):
     src = lab.add_host("src", name="s" + vm, env={CORRUPT_RUN: hook})
     try:
         PendingNmi.create(src, vm)
-        result = expect_outcome(src.migrate(vm, dst, *flags), "MIGRATION_FAILED")
+        migrated = src.migrate(vm, dst, *flags)
+        result = expect_outcome(migrated, "MIGRATION_FAILED")
         error = result.get("error", "")
+        # After the pause the commit intent was journalled (at stop-and-copy): the failed
+        # verification must have withdrawn it, or a restarted vexd would settle it again.
+        check(not journal_holds(src, vm, migration_id_of(migrated)),
+              "the source's journal still holds the failed migration")
         print(f"    {CORRUPT_RUN}={hook}: {error}")
         flipped = re.search(r"TESTING HOOK " + CORRUPT_RUN + r": flipped a bit of run \d+ \(gpa (0x[0-9a-f]+), "
                             r"(\d+) pages, round (\d+)\)", src.worker_logs())
