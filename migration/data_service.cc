@@ -114,7 +114,8 @@ GrpcPacketSink::GrpcPacketSink(std::string endpoint, std::shared_ptr<grpc::Chann
 GrpcPacketSink::~GrpcPacketSink() {
   if (!closed_ && writer_ != nullptr) {
     context_.TryCancel();
-    Close(/*writes_done=*/false);
+    // A destructor has nobody to report to: the stream was cancelled just above.
+    Close(/*writes_done=*/false).IgnoreError();
   }
   {
     absl::MutexLock lock(&watch_mu_);

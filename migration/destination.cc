@@ -217,7 +217,9 @@ absl::StatusOr<v1::TransferResult> MigrationDestination::EndTransfer() {
 void MigrationDestination::Abort(const absl::Status& reason) {
   absl::MutexLock lock(&mu_);
   if (state_ == State::kReceiving || state_ == State::kStateReceived) {
-    Fail(absl::Status(reason.code(), absl::StrFormat("the data stream broke: %s", reason.message())));
+    // Fail records the reason as this transfer's outcome and returns it; Abort has no caller
+    // to hand it to.
+    Fail(absl::Status(reason.code(), absl::StrFormat("the data stream broke: %s", reason.message()))).IgnoreError();
   }
 }
 
